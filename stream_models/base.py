@@ -1,0 +1,45 @@
+"""The Detector protocol every model (torch or River) implements.
+
+Scores are "higher = more anomalous". Batch methods take a float32 matrix `X` of shape
+(B, F) (or (B, W, C) for windowed sensor models); single-event methods take a 1-D array
+or a {feature: value} dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Detector(Protocol):
+    feature_names: list[str]
+
+    def score_many(self, X: np.ndarray) -> np.ndarray:
+        """(B, ...) -> (B,) float64 anomaly scores. Must not mutate X nor learn."""
+        ...
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray | None = None) -> None:
+        """Update the model from a batch; `y` holds labels (1 = fraud/anomaly) when known."""
+        ...
+
+    def score_one(self, x: Any) -> float: ...
+
+    def learn_one(self, x: Any, y: int | None = None) -> None: ...
+
+    def explain_many(self, X: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Top-k contributing features per row, as (feature name, contribution)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def as_row(x: Any, feature_names: list[str]) -> np.ndarray:
+    """A single event (1-D array or {feature: value} dict) as a (1, F) float32 batch."""
+    if isinstance(x, dict):
+        return np.asarray([[float(x[name]) for name in feature_names]], dtype=np.float32)
+    arr = np.asarray(x, dtype=np.float32)
+    return arr.reshape(1, *arr.shape)

@@ -69,6 +69,9 @@ class LocalServices:
     kafka_version: str = DEFAULT_KAFKA_VERSION
     kafka_heap: str = "768m"
     start_timeout_s: float = 120.0
+    # extra SASL_SSL (SCRAM-SHA-512) and SSL listeners on kafka_port+2 / kafka_port+3
+    secure: bool = False
+    scram_user: str = "streamwarden"
 
     @classmethod
     def from_env(cls) -> LocalServices:
@@ -88,12 +91,46 @@ class LocalServices:
             controller_port=controller_port,
             redis_port=redis_port,
             kafka_version=env.get("STREAMWARDEN_KAFKA_VERSION", DEFAULT_KAFKA_VERSION),
+            secure=env.get("STREAMWARDEN_KAFKA_SECURE", "") in ("1", "true", "yes"),
         )
 
     # ---- addresses and paths -------------------------------------------------------------
     @property
     def kafka_bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port + 2}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port + 3}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.kafka_run / "tls"
+
+    @property
+    def scram_password(self) -> str:
+        """The SCRAM user's password, made once per broker and kept (mode 600) in its run folder."""
+        path = self.kafka_run / "scram-password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.urlsafe_b64encode(os.urandom(18)).decode())
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def client_security(self, protocol: str = "SASL_SSL") -> dict[str, str]:
+        """kafka-python settings for the secure listeners of a `secure=True` broker."""
+        config = {"security_protocol": protocol, "ssl_cafile": str(self.tls_dir / "ca.pem"), "ssl_check_hostname": True}
+        if protocol == "SASL_SSL":
+            config |= {
+                "sasl_mechanism": "SCRAM-SHA-512",
+                "sasl_plain_username": self.scram_user,
+                "sasl_plain_password": self.scram_password,
+            }
+        return config
 
     @property
     def redis_url(self) -> str:
@@ -230,12 +267,17 @@ class LocalServices:
             .replace("@CONTROLLER_PORT@", str(self.controller_port))
             .replace("@DATA_DIR@", str(data))
         )
+        scram: list[str] = []
+        if self.secure:
+            props = self._secure_properties(props)
+            scram = ["--add-scram", f"SCRAM-SHA-512=[name={self.scram_user},password={self.scram_password}]"]
         (run / "server.properties").write_text(props)
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             proc = self._java(
-                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id, "-c", str(run / "server.properties")
-            )
+                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+                "-c", str(run / "server.properties"), *scram,
+            )  # fmt: skip
             if proc.returncode != 0:
                 raise ServiceError(f"formatting Kafka storage failed:\n{proc.stdout}\n{proc.stderr}")
         log = run / "kafka.log"
@@ -252,6 +294,55 @@ class LocalServices:
             time.sleep(0.5)
         self._stop(run, "kafka", "kafka.Kafka")
         raise ServiceError(f"kafka did not answer within {self.start_timeout_s:.0f} s; log tail:\n{_tail(log)}")
+
+    def _secure_properties(self, props: str) -> str:
+        """Add SASL_SSL (SCRAM-SHA-512) and SSL listeners, with a self-made CA and server certificate."""
+        self._make_tls()
+        sasl, ssl = self.kafka_port + 2, self.kafka_port + 3
+        lines = []
+        for line in props.splitlines():
+            if line.startswith("listeners="):
+                line += f",SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl}"
+            elif line.startswith("advertised.listeners="):
+                line += f",SASL_SSL://127.0.0.1:{sasl},SSL://127.0.0.1:{ssl}"
+            elif line.startswith("listener.security.protocol.map="):
+                line += ",SASL_SSL:SASL_SSL,SSL:SSL"
+            lines.append(line)
+        tls = self.tls_dir
+        lines += [
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={tls / 'server-keystore.pem'}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={tls / 'ca.pem'}",
+            "ssl.endpoint.identification.algorithm=",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _make_tls(self) -> None:
+        tls = self.tls_dir
+        if (tls / "server-keystore.pem").exists():
+            return
+        openssl = debian_tool("openssl", "openssl")
+        tls.mkdir(parents=True, exist_ok=True)
+
+        def run(*args: str) -> None:
+            proc = subprocess.run([openssl, *args], cwd=tls, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise ServiceError(f"openssl {args[0]} failed: {proc.stderr[-2000:]}")
+
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "365", "-subj", "/CN=streamwarden-dev-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+        (tls / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "365", "-extfile", "san.ext", "-out", "server.pem")  # fmt: skip
+        run("pkcs8", "-topk8", "-nocrypt", "-in", "server.key", "-out", "server.pk8")
+        (tls / "server-keystore.pem").write_text((tls / "server.pk8").read_text() + (tls / "server.pem").read_text())
+        for name in ("ca.key", "server.key", "server.pk8", "server-keystore.pem"):
+            (tls / name).chmod(0o600)
 
     def start_redis(self, verbose: bool = False) -> None:
         binary = debian_tool("redis-server", "redis-server")

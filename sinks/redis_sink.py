@@ -242,6 +242,9 @@ class RedisAlertSink:
             )
         try:
             result = self._script(keys=keys, args=args, client=self._client)
+        except redis.AuthenticationError as exc:  # a ConnectionError subclass, but retrying cannot help
+            self._stats["flush_errors"] += 1
+            raise SinkError(f"Redis refused the credentials in the sink's URL/settings: {exc}") from exc
         except UNAVAILABLE_ERRORS as exc:
             self._stats["flush_errors"] += 1
             raise SinkUnavailable(

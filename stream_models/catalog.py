@@ -1,0 +1,96 @@
+"""The registry of detectors, so settings and tests can build any of them by name.
+
+A detector module registers its class (or factory function) with `@register("name")`. The
+factory is called as `factory(n_features=F, **params)` and must accept a `seed` keyword. It
+declares, as attributes:
+
+- `input_kind`: "tabular" (X is (B, F)) or "window" (X is (B, W, C), with F = C channels and the
+  built detector's `window` attribute = W). Default "tabular".
+- `check_params` (optional): small parameters that make it fast and quick to warm up in the
+  generic check suite (`stream_models.checks`), e.g. a short window or few hidden units.
+
+Modules are imported lazily by name (`_MODULES`), so importing the catalog stays cheap.
+Helpers adding a detector module: append its dotted name to `_MODULES`.
+
+>>> make("halfspace_trees", n_features=3, seed=1).feature_names
+['f0', 'f1', 'f2']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from stream_models.base import Detector
+from stream_models.errors import ModelError
+
+_MODULES: tuple[str, ...] = (
+    "stream_models.halfspace_trees",
+    "stream_models.dense_autoencoder",
+    "stream_models.mlp_classifier",
+    "stream_models.lstm_classifier",
+    "stream_models.fraud_detector",
+    "stream_models.lstm_autoencoder",
+    "stream_models.lstm_forecaster",
+    "stream_models.sensor_autoencoder",
+    "stream_models.fraud_detector",
+)
+
+DETECTORS: dict[str, Callable[..., Detector]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def register(name: str) -> Callable[[F], F]:
+    """Class/function decorator adding a detector factory to `DETECTORS` under `name`."""
+
+    def decorator(factory: F) -> F:
+        existing = DETECTORS.get(name)
+        if existing is not None and existing is not factory and _qualname(existing) != _qualname(factory):
+            raise ModelError(f"detector name {name!r} is already registered by {_qualname(existing)}")
+        kind = getattr(factory, "input_kind", "tabular")
+        if kind not in ("tabular", "window"):
+            raise ModelError(f"{_qualname(factory)}.input_kind must be 'tabular' or 'window', got {kind!r}")
+        DETECTORS[name] = factory
+        return factory
+
+    return decorator
+
+
+def load_all() -> dict[str, Callable[..., Detector]]:
+    """Import every detector module that is present; returns `DETECTORS`."""
+    for module in _MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but one of *its* imports is missing
+                raise
+    return DETECTORS
+
+
+def names() -> list[str]:
+    """Sorted names of all available detectors."""
+    return sorted(load_all())
+
+
+def factory(name: str) -> Callable[..., Detector]:
+    load_all()
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        raise ModelError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}") from None
+
+
+def input_kind(name: str) -> str:
+    """The input kind of detector `name`: "tabular" or "window" (see the module docstring)."""
+    return getattr(factory(name), "input_kind", "tabular")
+
+
+def make(name: str, n_features: int, **params: Any) -> Detector:
+    """Build detector `name` for `n_features` features (channels, for windowed detectors)."""
+    return factory(name)(n_features=n_features, **params)
+
+
+def _qualname(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"

@@ -1,0 +1,153 @@
+"""Atomic, unpickle-safe checkpoints.
+
+A checkpoint is one file holding a nested dict of plain values: tensors, numpy arrays, str,
+bytes, int, float, bool, None, lists, tuples and dicts (model and optimizer state, feature
+state, thresholds, drift state, model version, config, Kafka offsets...). Files are written to
+a temporary file in the target's directory, fsynced, then renamed over the target, so a reader
+sees the old checkpoint or the new one, never half of one. Reading uses
+`torch.load(weights_only=True)`, which refuses any pickled object that is not plain data: a
+crafted file cannot run code. Numpy arrays are stored as tensors and come back as arrays.
+
+>>> import tempfile, os, numpy as np
+>>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
+>>> save(path, {"offsets": {("transactions", 0): 42}, "mean": np.arange(3.0)})
+>>> state = load(path)
+>>> state["offsets"], state["mean"]
+({('transactions', 0): 42}, array([0., 1., 2.]))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream_models.errors import CheckpointError
+
+FORMAT = "streamwarden-checkpoint"
+FORMAT_VERSION = 1
+_NDARRAY = "__streamwarden_ndarray__"
+_NDARRAY_STR = "__streamwarden_ndarray_str__"
+_SCALARS = (str, bytes, int, float, bool, type(None))
+
+
+def save(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
+    """Write `payload` to `path` atomically (temp file in the same directory, fsync, rename)."""
+    data = to_bytes(payload)
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def load(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by `save`; raises CheckpointError if missing, corrupt or unsafe."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {os.fspath(path)!r}: {exc}") from exc
+    return from_bytes(data, source=os.fspath(path))
+
+
+def to_bytes(payload: Mapping[str, Any]) -> bytes:
+    """Serialise `payload` the way `save` does (for sending a model over Kafka, say)."""
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(f"checkpoint payload must be a dict, got {type(payload).__name__}")
+    envelope = {"format": FORMAT, "format_version": FORMAT_VERSION, "payload": _encode(payload, "payload")}
+    buffer = io.BytesIO()
+    torch.save(envelope, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(data: bytes, *, source: str = "<bytes>") -> dict[str, Any]:
+    """Inverse of `to_bytes`; refuses anything but plain data (never unpickles objects)."""
+    try:
+        envelope = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... on bad input
+        raise CheckpointError(f"refused checkpoint {source}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is not a {FORMAT} file")
+    if envelope.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{source} has format version {envelope.get('format_version')!r}; this build reads {FORMAT_VERSION}"
+        )
+    return _decode(envelope["payload"])
+
+
+def _encode(value: Any, where: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "US":
+            return {_NDARRAY_STR: value.astype(str).ravel().tolist(), "shape": list(value.shape)}
+        if value.dtype.kind not in "biufc":
+            raise CheckpointError(f"{where}: numpy arrays of dtype {value.dtype} cannot be checkpointed")
+        native = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
+        return {_NDARRAY: torch.from_numpy(native.copy())}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not _plain_key(key):
+                raise CheckpointError(f"{where}: dict key {key!r} must be a str, number or tuple")
+            out[key] = _encode(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, list):
+        return [_encode(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, tuple):
+        return tuple(_encode(item, f"{where}[{i}]") for i, item in enumerate(value))
+    raise CheckpointError(f"{where}: values of type {type(value).__name__} cannot be checkpointed")
+
+
+def _plain_key(key: Any) -> bool:
+    if isinstance(key, tuple):
+        return all(_plain_key(part) for part in key)
+    return isinstance(key, _SCALARS)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if _NDARRAY in value and len(value) == 1:
+            return value[_NDARRAY].numpy()
+        if _NDARRAY_STR in value:
+            return np.asarray(value[_NDARRAY_STR], dtype=str).reshape(value["shape"])
+        return {key: _decode(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_decode(item) for item in value)
+    return value
+
+
+def _fsync_dir(directory: str) -> None:
+    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,156 @@
+"""Checkpoints: atomic writes, faithful round trips, and refusal of unsafe pickles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from stream_models import checkpoint
+from stream_models.errors import CheckpointError, ModelError
+
+
+class _RunsShell:
+    """A pickle payload that runs a shell command when unpickled."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _payload() -> dict:
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "features": {"mean": np.arange(6, dtype=np.float32).reshape(2, 3), "seen": np.array([True, False])},
+        "keys": np.array(["card_1", "card_22"]),
+        "threshold": {"value": float("inf"), "n": np.int64(7)},
+        "offsets": {("transactions", 0): 42, ("transactions", 1): 7},
+        "model_version": "mlp-3",
+        "config": {"hidden": [64, 32], "dropout": None, "bn": False},
+        "raw": b"\x00\x01",
+    }
+
+
+def test_round_trip_restores_every_kind_of_value(tmp_path):
+    payload = _payload()
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save(path, payload)
+    loaded = checkpoint.load(path)
+
+    for name, tensor in payload["model"].items():
+        assert torch.equal(loaded["model"][name], tensor)
+    assert loaded["optimizer"]["param_groups"] == payload["optimizer"]["param_groups"]
+    assert isinstance(loaded["features"]["mean"], np.ndarray)
+    np.testing.assert_array_equal(loaded["features"]["mean"], payload["features"]["mean"])
+    assert loaded["features"]["mean"].dtype == np.float32
+    assert loaded["features"]["seen"].dtype == np.bool_
+    assert loaded["keys"].tolist() == ["card_1", "card_22"]
+    assert loaded["threshold"] == {"value": float("inf"), "n": 7}
+    assert loaded["offsets"] == {("transactions", 0): 42, ("transactions", 1): 7}
+    assert loaded["model_version"] == "mlp-3"
+    assert loaded["config"] == payload["config"]
+    assert loaded["raw"] == b"\x00\x01"
+
+
+def test_loaded_state_restores_a_model_exactly(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    checkpoint.save(tmp_path / "m.pt", {"model": model.state_dict()})
+    clone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    clone.load_state_dict(checkpoint.load(tmp_path / "m.pt")["model"])
+    x = torch.randn(5, 4)
+    assert torch.equal(model(x), clone(x))
+
+
+def test_save_replaces_atomically_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "sub" / "ckpt.pt"
+    checkpoint.save(path, {"version": 1})
+    checkpoint.save(path, {"version": 2})
+    assert checkpoint.load(path) == {"version": 2}
+    assert os.listdir(path.parent) == ["ckpt.pt"]
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    checkpoint.save(path, {"version": 1})
+    with pytest.raises(CheckpointError):
+        checkpoint.save(path, {"version": 2, "bad": object()})
+    assert checkpoint.load(path) == {"version": 1}
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"x": object()}, {"x": {1, 2}}, {"x": np.array([object()], dtype=object)}, {("a", object()): 1}],
+)
+def test_values_that_cannot_be_loaded_safely_are_refused_at_save(bad):
+    with pytest.raises(CheckpointError):
+        checkpoint.to_bytes(bad)
+
+
+def test_malicious_raw_pickle_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"payload": _RunsShell(str(marker))}))
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+def test_malicious_torch_zip_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save(
+        {"format": checkpoint.FORMAT, "format_version": 1, "payload": {"x": _RunsShell(str(marker))}}, path
+    )
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+    assert not marker.exists()
+
+
+def test_malicious_bytes_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    with pytest.raises(CheckpointError):
+        checkpoint.from_bytes(pickle.dumps(_RunsShell(str(marker))))
+    assert not marker.exists()
+
+
+def test_corrupt_missing_and_foreign_files_raise_checkpoint_error(tmp_path):
+    good = checkpoint.to_bytes({"a": torch.ones(1000)})
+    (tmp_path / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"weight": torch.ones(2)}, tmp_path / "foreign.pt")
+    for name in ("truncated.pt", "foreign.pt", "missing.pt"):
+        with pytest.raises(CheckpointError):
+            checkpoint.load(tmp_path / name)
+
+
+def test_checkpoint_error_is_a_model_error():
+    assert issubclass(CheckpointError, ModelError)
+    assert CheckpointError("x").retriable is False
+
+
+def test_bytes_round_trip_matches_file_round_trip():
+    payload = {"w": torch.arange(4.0), "a": np.ones((2, 2), dtype=np.int16), "nested": [{"t": (1, "x")}]}
+    loaded = checkpoint.from_bytes(checkpoint.to_bytes(payload))
+    assert torch.equal(loaded["w"], payload["w"])
+    np.testing.assert_array_equal(loaded["a"], payload["a"])
+    assert loaded["a"].dtype == np.int16
+    assert loaded["nested"] == [{"t": (1, "x")}]
+
+
+def test_cuda_or_noncontiguous_inputs_come_back_as_plain_cpu_values():
+    arr = np.arange(12.0).reshape(3, 4)[:, ::2]
+    big_endian = np.arange(3, dtype=">i4")
+    loaded = checkpoint.from_bytes(checkpoint.to_bytes({"a": arr, "b": big_endian, "t": torch.ones(2)}))
+    np.testing.assert_array_equal(loaded["a"], arr)
+    np.testing.assert_array_equal(loaded["b"], big_endian)
+    assert loaded["t"].device.type == "cpu"

@@ -1,0 +1,284 @@
+"""Per-device sliding windows of sensor readings with online normalisation.
+
+Each device keeps a ring buffer of its last W raw readings per channel and running
+mean / variance per channel (Welford), optionally frozen once a channel has seen
+`freeze_after` readings (a warm-up). A window is emitted for every event, normalised with
+the device's statistics as of that event; `ready` says whether W readings exist yet.
+
+Batches are processed in "occurrence ranks": the r-th event of each device in the batch is
+handled together with the other r-th events, so a batch gives exactly (bit for bit) the
+windows that one-by-one processing gives, also when one device appears several times.
+
+>>> from types import SimpleNamespace as E
+>>> sw = SensorWindows(SensorWindowsConfig(window=2, channels=("a",), normalize=False))
+>>> _, X, ready = sw.update_many([E(event_id="1", ts=0.0, device_id="d", readings={"a": 1.0}),
+...                               E(event_id="2", ts=1.0, device_id="d", readings={"a": 2.0})])
+>>> X[:, :, 0].tolist(), ready.tolist()
+([[0.0, 1.0], [1.0, 2.0]], [False, True])
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from stream_models.entity_store import partition_of
+from stream_models.errors import ModelError
+
+
+@dataclass(frozen=True)
+class SensorWindowsConfig:
+    window: int = 30  # W readings per window
+    channels: tuple[str, ...] | None = None  # None: the sorted channels of the first event
+    normalize: bool = True
+    freeze_after: int | None = None  # freeze a channel's mean/var after this many readings
+    min_std: float = 1e-8  # channels with a smaller std are centred but not scaled
+    # widen a channel's scale by its warm-up trend (slope per reading) x this many readings, so a
+    # channel that drifts steadily (a temperature) does not read as an anomaly once it moved on
+    drift_horizon: float | None = None
+    max_devices: int = 100_000  # LRU bound
+    ttl_s: float | None = None  # drop devices silent for this long (event time)
+    num_partitions: int | None = None  # Kafka partitions of the sensors topic (for snapshots)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ModelError("window must be >= 1")
+        if self.max_devices < 1:
+            raise ModelError("max_devices must be >= 1")
+
+
+
+
+class SensorWindows:
+    """Keyed sliding windows; `update_many(events) -> (keys, X (B, W, C) float32, ready (B,))`."""
+
+    def __init__(self, config: SensorWindowsConfig | None = None) -> None:
+        self.config = config or SensorWindowsConfig()
+        self.channels: list[str] | None = list(self.config.channels) if self.config.channels else None
+        self._slots: OrderedDict[str, int] = OrderedDict()  # device -> slot, LRU order
+        self._free: list[int] = []
+        self._now = -np.inf  # newest event time seen
+        self._alloc(0)
+
+    # ------------------------------------------------------------------ storage
+    def _alloc(self, n: int) -> None:
+        W, C = self.config.window, len(self.channels or ())
+        self._buf = np.zeros((n, W, C))  # raw readings, ring buffer
+        self._pos = np.zeros(n, dtype=np.int64)  # next write position
+        self._count = np.zeros(n, dtype=np.int64)  # readings seen
+        self._n = np.zeros((n, C))  # readings counted in the statistics
+        self._mean = np.zeros((n, C))
+        self._m2 = np.zeros((n, C))
+        self._ckx = np.zeros((n, C))  # co-moment of (reading index, value): the trend
+        self._last_ts = np.zeros(n)
+
+    def _grow(self, need: int) -> None:
+        old = self._buf.shape[0]
+        new = min(max(need, 2 * old, 16), self.config.max_devices)
+        for name in ("_buf", "_pos", "_count", "_n", "_mean", "_m2", "_ckx", "_last_ts"):
+            arr = getattr(self, name)
+            grown = np.zeros((new, *arr.shape[1:]), dtype=arr.dtype)
+            grown[:old] = arr
+            setattr(self, name, grown)
+        self._free.extend(range(new - 1, old - 1, -1))
+
+    def _reset(self, slot: int) -> None:
+        self._buf[slot] = 0.0
+        self._pos[slot] = self._count[slot] = 0
+        self._n[slot] = self._mean[slot] = self._m2[slot] = self._ckx[slot] = 0.0
+
+    def _slot_for(self, device: str) -> int:
+        slot = self._slots.get(device)
+        if slot is not None:
+            self._slots.move_to_end(device)
+            return slot
+        if not self._free:
+            if len(self._slots) >= self.config.max_devices:
+                _, evicted = self._slots.popitem(last=False)
+                self._free.append(evicted)
+            else:
+                self._grow(len(self._slots) + 1)
+        slot = self._free.pop()
+        self._reset(slot)
+        self._slots[device] = slot
+        return slot
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, device: str) -> bool:
+        return device in self._slots
+
+    # ------------------------------------------------------------------ updates
+    def _readings(self, events: Sequence[Any]) -> np.ndarray:
+        if self.channels is None:
+            self.channels = sorted(events[0].readings)
+            self._alloc(0)
+        chans = self.channels
+        return np.array([[ev.readings.get(c, np.nan) for c in chans] for ev in events], dtype=np.float64)
+
+    def update_many(self, events: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Add the events (arrival order) and return their windows, oldest reading first."""
+        W = self.config.window
+        if not events:
+            return [], np.zeros((0, W, len(self.channels or ())), np.float32), np.zeros(0, bool)
+        values = self._readings(events)  # (B, C), NaN where a channel is missing
+        keys = [str(ev.device_id) for ev in events]
+        ts = np.array([float(ev.ts) for ev in events])
+        B, C = values.shape
+        out = np.empty((B, W, C), dtype=np.float32)
+        ready = np.empty(B, dtype=bool)
+        slots = np.empty(B, dtype=np.int64)
+        ranks = np.empty(B, dtype=np.int64)
+        start = 0
+        seen: dict[str, int] = {}  # device -> occurrences in the current chunk
+        last_at: dict[str, float] = {}  # device -> time of its latest event in the current chunk
+        chunk_now = self._now  # newest event time up to (not including) event i
+        for i, key in enumerate(keys):
+            # a chunk never holds more devices than the LRU bound, so eviction inside a chunk
+            # never hits a device of that chunk
+            if key not in seen and len(seen) >= self.config.max_devices:
+                self._apply(slice(start, i), slots, ranks, values, ts, out, ready)
+                start, seen, last_at = i, {}, {}
+            if self.config.ttl_s is not None:
+                # one-by-one processing would have expired the device before this event
+                if key in seen and chunk_now - last_at[key] > self.config.ttl_s:
+                    self._apply(slice(start, i), slots, ranks, values, ts, out, ready)
+                    start, seen, last_at = i, {}, {}
+                    self._free.append(self._slots.pop(key))
+                elif key not in seen and key in self._slots:
+                    if chunk_now - self._last_ts[self._slots[key]] > self.config.ttl_s:
+                        self._free.append(self._slots.pop(key))
+            r = seen.get(key, 0)
+            seen[key] = r + 1
+            last_at[key] = ts[i]
+            chunk_now = max(chunk_now, ts[i])
+            ranks[i] = r
+            slots[i] = self._slot_for(key)
+        self._apply(slice(start, B), slots, ranks, values, ts, out, ready)
+        self._expire()
+        return keys, out, ready
+
+    def _apply(
+        self,
+        part: slice,
+        slots: np.ndarray,
+        ranks: np.ndarray,
+        values: np.ndarray,
+        ts: np.ndarray,
+        out: np.ndarray,
+        ready: np.ndarray,
+    ) -> None:
+        """Process events `part` (slots already resolved) rank by rank, vectorised over devices."""
+        W = self.config.window
+        base = part.start
+        offsets = np.arange(W)
+        part_ranks = ranks[part]
+        if part_ranks.size == 0:
+            return
+        for r in range(int(part_ranks.max()) + 1):
+            idx = base + np.flatnonzero(part_ranks == r)
+            s = slots[idx]
+            x = values[idx]  # (k, C)
+            known = ~np.isnan(x)
+            stats_on = known.copy()
+            if self.config.freeze_after is not None:
+                stats_on &= self._n[s] < self.config.freeze_after
+            # Welford update, only where the channel is present and not frozen
+            n_new = self._n[s] + stats_on
+            delta = np.where(stats_on, x - self._mean[s], 0.0)
+            mean_new = self._mean[s] + np.where(stats_on, delta / np.maximum(n_new, 1.0), 0.0)
+            m2_new = self._m2[s] + np.where(stats_on, delta * (x - mean_new), 0.0)
+            # index k = n_new; k - mean(1..n_old) = n_new / 2
+            ckx_new = self._ckx[s] + np.where(stats_on, n_new / 2 * (x - mean_new), 0.0)
+            self._n[s], self._mean[s], self._m2[s], self._ckx[s] = n_new, mean_new, m2_new, ckx_new
+            # a missing channel repeats the device's mean
+            self._buf[s, self._pos[s]] = np.where(known, x, mean_new)
+            self._pos[s] = (self._pos[s] + 1) % W
+            self._count[s] += 1
+            self._last_ts[s] = ts[idx]
+            order = (self._pos[s][:, None] + offsets[None, :]) % W  # (k, W) oldest first
+            win = self._buf[s[:, None], order]  # (k, W, C)
+            if self.config.normalize:
+                var = np.where(n_new > 1, m2_new / np.maximum(n_new, 1.0), 1.0)  # population variance
+                if self.config.drift_horizon:
+                    m2_k = n_new * (n_new**2 - 1) / 12  # co-moment of the indices 1..n
+                    slope = np.where(n_new > 1, ckx_new / np.maximum(m2_k, 1.0), 0.0)
+                    var = var + (slope * self.config.drift_horizon) ** 2
+                std = np.sqrt(var)
+                std = np.where(std < self.config.min_std, 1.0, std)  # constant channel: unscaled
+                win = (win - mean_new[:, None, :]) / std[:, None, :]
+            out[idx] = win
+            ready[idx] = self._count[s] >= W
+        self._now = max(self._now, float(ts[part].max()))
+
+    def _expire(self) -> None:
+        """Reclaim the slots of devices silent for more than `ttl_s`."""
+        if self.config.ttl_s is None:
+            return
+        stale = [d for d, s in self._slots.items() if self._now - self._last_ts[s] > self.config.ttl_s]
+        for d in stale:
+            self._free.append(self._slots.pop(d))
+
+    # ------------------------------------------------------------------ state
+    def partitions_of(self, devices: Iterable[str]) -> list[int]:
+        if not self.config.num_partitions:
+            raise ModelError("num_partitions is not configured")
+        return [partition_of(d, self.config.num_partitions) for d in devices]
+
+    def snapshot(self, partitions: Iterable[int] | None = None) -> dict[str, Any]:
+        """Plain state (arrays + lists); `partitions` keeps only those partitions' devices."""
+        devices = list(self._slots)
+        if partitions is not None:
+            wanted = set(partitions)
+            devices = [d for d, p in zip(devices, self.partitions_of(devices), strict=True) if p in wanted]
+        s = np.array([self._slots[d] for d in devices], dtype=np.int64)
+        return {
+            "config": asdict(self.config),
+            "channels": list(self.channels or ()),
+            "devices": devices,
+            "buf": self._buf[s].copy(),
+            "pos": self._pos[s].copy(),
+            "count": self._count[s].copy(),
+            "n": self._n[s].copy(),
+            "mean": self._mean[s].copy(),
+            "m2": self._m2[s].copy(),
+            "ckx": self._ckx[s].copy(),
+            "last_ts": self._last_ts[s].copy(),
+        }
+
+    def restore(self, snap: dict[str, Any], merge: bool = False) -> None:
+        """Load a snapshot; `merge=True` adds its devices (e.g. a partition moved here)."""
+        chans = list(snap["channels"]) or None
+        if not merge:
+            self.channels = chans
+            self._slots.clear()
+            self._free = []
+            self._alloc(0)
+        elif chans is not None and self.channels is not None and chans != self.channels:
+            raise ModelError("snapshot channels differ from this state's channels")
+        elif self.channels is None:
+            self.channels = chans
+            self._alloc(0)
+        for i, d in enumerate(snap["devices"]):
+            slot = self._slot_for(d)
+            self._buf[slot] = snap["buf"][i]
+            self._pos[slot] = snap["pos"][i]
+            self._count[slot] = snap["count"][i]
+            self._n[slot] = snap["n"][i]
+            self._mean[slot] = snap["mean"][i]
+            self._m2[slot] = snap["m2"][i]
+            self._ckx[slot] = snap["ckx"][i]
+            self._last_ts[slot] = snap["last_ts"][i]
+
+    def drop_partitions(self, partitions: Iterable[int]) -> None:
+        """Forget the devices of revoked partitions."""
+        wanted = set(partitions)
+        devices = list(self._slots)
+        for d, p in zip(devices, self.partitions_of(devices), strict=True):
+            if p in wanted:
+                self._free.append(self._slots.pop(d))

@@ -1,13 +1,346 @@
-"""The `streamwarden` command line."""
+"""The `streamwarden` command line: run, produce, alerts tail, backtest, models, config, demo, dev."""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from pipeline.dev_cli import dev_app
+from pipeline.errors import CheckpointMismatch, ConfigError
+from pipeline.settings import Settings, load_settings
 
 app = typer.Typer(help="Real-time fraud and anomaly detection on Kafka streams.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
+alerts_app = typer.Typer(help="Read the alerts in Redis.", no_args_is_help=True)
+models_app = typer.Typer(help="Champion and challenger detectors.", no_args_is_help=True)
+config_app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True)
+log = logging.getLogger("pipeline.cli")
+
+DEMO_REPORT = Path("reports/demo")
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML settings file (else $STREAMWARDEN_CONFIG)")
+
+
+def settings_or_exit(config: Path | None, **overrides: Any) -> Settings:
+    """Settings, or a message naming the bad setting and exit status 2."""
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v})
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _section(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------- run
+def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None, max_events: int | None = None) -> tuple[Any, Callable[[], None]]:
+    """The worker: BatchConsumer + RedisAlertSink + DeadLetterQueue around the runner. Returns (runner, close)."""
+    from ingest.consumer import BatchConsumer
+    from ingest.dlq import DeadLetterQueue
+    from ingest.producer import EventProducer
+    from pipeline import champion
+    from pipeline.domains import build_processors
+    from pipeline.observability import RunnerMetrics
+    from pipeline.runner import Runner, RunnerConfig
+    from sinks.redis_sink import RedisAlertSink
+    from stream_models.device import pick_device
+
+    processors = build_processors(settings)
+    topics = [*processors, settings.topics.labels]
+    holder: dict[str, Any] = {}
+    security = settings.kafka.client_config()
+    security.pop("bootstrap_servers")
+    security.pop("client_id")
+    consumer = BatchConsumer(
+        settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
+        on_assign=lambda parts: holder["runner"].on_assign(parts),
+        on_revoke=lambda parts: holder["runner"].on_revoke(parts),
+        client_id=settings.kafka.client_id, auto_offset_reset=settings.kafka.auto_offset_reset,
+        config={**security, "session_timeout_ms": settings.kafka.session_timeout_ms,
+                "max_poll_interval_ms": settings.kafka.max_poll_interval_ms},
+    )
+    producer = EventProducer(settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-dlq", config=security)
+    sink = RedisAlertSink(connection=settings.redis.connection(), config=settings.redis.sink_config())
+    metrics = RunnerMetrics()
+    device = pick_device(None if settings.runner.device == "auto" else settings.runner.device)
+    metrics.device.labels(device=str(device)).set(1)
+    state_dir = settings.runner.state_dir
+    r = settings.runner
+    runner = Runner(
+        consumer, sink, DeadLetterQueue(producer), processors, labels_topic=settings.topics.labels,
+        config=RunnerConfig(
+            max_records=r.max_records, poll_timeout_ms=r.poll_timeout_ms, commit_interval_s=r.commit_interval_s,
+            checkpoint_interval_s=r.checkpoint_interval_s, backoff_initial_s=r.backoff_initial_s,
+            backoff_max_s=r.backoff_max_s, idle_timeout_s=idle_timeout_s, max_events=max_events,
+            checkpoint_path=state_dir / f"{settings.kafka.group_id}-{'+'.join(settings.domains())}.ckpt",
+        ),
+        metrics=metrics, checkpoint_meta={"config": settings.masked()},
+    )
+
+    runner.checkpoint_hooks.append(champion.checkpoint_hook(state_dir))
+    holder["runner"] = runner
+
+    def close() -> None:
+        for closer in (consumer.close, producer.close, sink.close):
+            try:
+                closer()
+            except Exception as exc:  # closing must not hide the run's own outcome
+                log.warning("close failed", extra={"error": str(exc)})
+
+    return runner, close
+
+
+@app.command()
+def run(
+    config: Path | None = ConfigOption,
+    domain: str | None = typer.Option(None, help="transactions | sensors | all"),
+    group_id: str | None = typer.Option(None, help="Kafka consumer group"),
+    metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on this port"),
+    state_dir: Annotated[Path | None, typer.Option(help="checkpoints and promotion requests")] = None,
+    idle_timeout: float | None = typer.Option(None, help="stop after this many seconds without records"),
+    max_events: int | None = typer.Option(None, help="stop after this many records"),
+) -> None:
+    """Consume events, score them, raise alerts to Redis, learn; stop cleanly on SIGTERM/SIGINT."""
+    from pipeline.observability import configure_logging
+
+    settings = settings_or_exit(
+        config, runner=_section(domain=domain, state_dir=state_dir), kafka=_section(group_id=group_id),
+        observability=_section(metrics_port=metrics_port),
+    )
+    configure_logging(settings.observability.log_level, settings.observability.log_format)
+    try:
+        runner, close = build_live_runner(settings, idle_timeout_s=idle_timeout, max_events=max_events)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    if settings.observability.metrics_port is not None:
+        port = runner.metrics.serve(settings.observability.metrics_port)
+        log.info("metrics endpoint up", extra={"port": port})
+    runner.install_signal_handlers()
+    log.info("worker starting", extra={"domains": settings.domains(), "group": settings.kafka.group_id})
+    try:
+        stats = runner.run()
+    except (ConfigError, CheckpointMismatch) as exc:
+        err.print(f"[red]cannot start:[/] {exc}")
+        raise typer.Exit(2) from exc
+    finally:
+        close()
+    log.info("worker stopped", extra={"events": stats.events, "alerts": stats.alerts, "rejects": stats.rejects,
+                                      "commits": stats.commits, "checkpoints": stats.checkpoints})
+
+
+# ------------------------------------------------------------------------------------- produce
+@app.command()
+def produce(
+    domain: str = typer.Option("transactions", help="transactions | sensors | labels"),
+    input: Annotated[Path | None, typer.Option("--input", "-i", help="CSV/Parquet file (else the simulator)")] = None,
+    columns: Annotated[Path | None, typer.Option(help="YAML mapping wire field -> file column")] = None,
+    topic: str | None = typer.Option(None, help="default: the domain's topic"),
+    rate: float | None = typer.Option(None, help="events per second (default: as fast as possible)"),
+    limit: int | None = typer.Option(None, help="stop after this many events"),
+    seed: int = typer.Option(0, help="simulator seed"),
+    scale: int = typer.Option(200, help="simulator: customers and terminals (transactions) or steps x 10 (sensors)"),
+    days: int = typer.Option(7, help="simulator: days of transactions"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Send events from a file or the built-in simulator to Kafka."""
+    from ingest.produce import events_from_file, events_from_simulator, produce_events
+    from ingest.producer import EventProducer
+
+    settings = settings_or_exit(config)
+    security = settings.kafka.client_config()
+    security.pop("bootstrap_servers")
+    security.pop("client_id")
+    if input is not None:
+        events: Any = events_from_file(input, domain, columns=columns)
+    elif domain == "sensors":
+        events = events_from_simulator("sensors", seed=seed, limit=limit, n_steps=scale * 10)
+    else:
+        events = events_from_simulator(domain, seed=seed, limit=limit, n_customers=scale, n_terminals=scale, days=days)
+    if limit is not None and input is not None:
+        from itertools import islice
+
+        events = islice(events, limit)
+    with EventProducer(settings.kafka.bootstrap_servers, config=security) as producer:
+        report = produce_events(events, producer, topic or settings.topics.for_domain(domain), domain, rate=rate,
+                                progress=sys.stderr.isatty())
+    console.print(f"sent {report.sent} events ({report.failed} failed) in {report.elapsed_s:.1f}s, {report.rate:.0f}/s")
+    if report.failed:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------- alerts
+@alerts_app.command("tail")
+def alerts_tail(
+    domain: str | None = typer.Option(None, help="only this domain"),
+    since: str | None = typer.Option(None, help="stream id, epoch seconds or ISO time"),
+    group: str | None = typer.Option(None, help="read as a consumer-group member (acks, resumes)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+    follow: bool = typer.Option(True, "--follow/--no-follow"),
+    limit: int | None = typer.Option(None),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Print alerts from the Redis stream as they come."""
+    from sinks.tail import tail_alerts
+
+    settings = settings_or_exit(config)
+    tail_alerts(domain=domain, since=since, group=group, as_json=as_json, follow=follow, limit=limit,
+                prefix=settings.redis.prefix, connection=settings.redis.connection())
+
+
+# ------------------------------------------------------------------------------------- backtest
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
+
+
+def parse_duration(text: str) -> float:
+    """`7d`, `12h`, `30m`, `90s`, `2w` or plain seconds -> seconds."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration (e.g. 7d, 12h, 3600)")
+    return float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1.0)
+
+
+def parse_columns(text: str | None) -> Any:
+    """A YAML file, or inline `field=column,field=column`."""
+    if not text:
+        return None
+    if "=" not in text:
+        return Path(text)
+    return dict(part.split("=", 1) for part in text.split(",") if part)
+
+
+@app.command()
+def backtest(
+    input: str = typer.Option(..., "--input", "-i", help="FILE or kafka://TOPIC?from=A&to=B (offsets or date-times)"),
+    domain: str = typer.Option("transactions", help="transactions | sensors"),
+    columns: str | None = typer.Option(None, help="YAML file or field=column,... mapping"),
+    label_delay: str | None = typer.Option(None, help="labels are revealed this long after the event (7d, 1h...)"),
+    report: Annotated[Path | None, typer.Option(help="report directory (default: settings backtest.report_dir)")] = None,
+    compare: str | None = typer.Option(None, help="det1,det2,...: the first is champion, the rest challengers"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Replay history through the live runner (score, then learn) and write metrics, plots and a report."""
+    from pipeline.backtest import run_backtest
+
+    settings = settings_or_exit(config)
+    out = report or settings.backtest.report_dir
+    try:
+        result = run_backtest(
+            settings, input, domain=domain, columns=parse_columns(columns),
+            label_delay_s=parse_duration(label_delay) if label_delay else None, report_dir=out,
+            compare=[c.strip() for c in compare.split(",") if c.strip()] if compare else (), progress=progress,
+        )
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from exc
+    table = Table("detector", "events", "alerts", "ROC AUC", "AP", "precision", "recall", "F1", title="backtest")
+    for row in result.metrics:
+        table.add_row(*(_cell(row.get(k)) for k in ("detector", "events", "alerts", "roc_auc", "average_precision",
+                                                    "precision", "recall", "f1")))
+    console.print(table)
+    console.print(f"report: {result.report}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------------------------- models
+@models_app.command("compare")
+def models_compare(
+    domain: str = typer.Option("transactions", help="transactions | sensors"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """The running worker's rolling champion/challenger metrics (written at each checkpoint)."""
+    from pipeline.champion import leaderboard_file, read_leaderboard
+
+    settings = settings_or_exit(config)
+    rows = read_leaderboard(settings.runner.state_dir, domain)
+    if rows is None:
+        err.print(f"no leaderboard yet at {leaderboard_file(settings.runner.state_dir, domain)}: "
+                  "a worker writes it at each checkpoint")
+        raise typer.Exit(1)
+    table = Table("detector", "champion", "labelled", "positives", "alerts", "ROC AUC", "AP", "precision", "recall",
+                  "drifts", title=f"{domain} detectors")
+    for row in rows:
+        table.add_row(*(_cell(row.get(k)) for k in ("detector", "champion", "labelled", "positives", "alerts", "roc_auc",
+                                                    "average_precision", "precision", "recall", "drifts")))
+    console.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    name: str = typer.Argument(..., help="the challenger to make champion"),
+    domain: str = typer.Option("transactions", help="transactions | sensors"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Ask workers to switch champion at their next checkpoint (file `<state_dir>/promote-<domain>`)."""
+    from pipeline.champion import request_promotion
+    from pipeline.domains import detector_names
+
+    settings = settings_or_exit(config)
+    model = settings.model(domain)
+    known = [model.detector, *model.challengers]
+    if name not in known:
+        err.print(f"{name!r} is not a contender of {domain} (configured: {known}; available: {detector_names(domain)})")
+        raise typer.Exit(2)
+    path = request_promotion(settings.runner.state_dir, domain, name)
+    console.print(f"promotion of {name} requested ({path}); it applies at the next checkpoint")
+
+
+# ------------------------------------------------------------------------------------- config
+@config_app.command("show")
+def config_show(
+    config: Path | None = ConfigOption,
+    as_json: bool = typer.Option(False, "--json", help="JSON instead of YAML"),
+) -> None:
+    """Print the effective configuration (defaults < shorthands < file < env), secrets masked."""
+    settings = settings_or_exit(config)
+    if as_json:
+        console.print_json(json.dumps(settings.masked()))
+    else:
+        sys.stdout.write(settings.to_yaml())
+
+
+# ------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    transactions: int = typer.Option(4000, help="simulated transactions"),
+    sensor_steps: int = typer.Option(700, help="simulated readings per device"),
+    devices: int = typer.Option(3, help="simulated sensor devices"),
+    report: Annotated[Path, typer.Option(help="where the summary report goes")] = DEMO_REPORT,
+    keep_services: bool = typer.Option(True, "--keep-services/--stop-services", help="leave Kafka/Redis running"),
+    config: Path | None = ConfigOption,
+) -> None:
+    """Local Kafka + Redis, a worker, simulated fraud and sensor faults, live alerts, then a summary."""
+    from pipeline.demo import DemoOptions, run_demo
+
+    settings = settings_or_exit(config)
+    summary = run_demo(settings, DemoOptions(transactions=transactions, sensor_steps=sensor_steps, devices=devices,
+                                             report_dir=report, keep_services=keep_services), console=console)
+    if summary.get("alerts", 0) == 0:
+        raise typer.Exit(1)
+
 
 if __name__ == "__main__":
     app()

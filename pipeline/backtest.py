@@ -1,0 +1,314 @@
+"""`streamwarden backtest`: the live runner over a replay source, with an in-memory sink.
+
+Progressive validation: every event is scored before the model learns from it. Labels known to
+the input (a `label` column, or the `labels` topic for Kafka input) are revealed to the learner
+only once event time has passed the event's time plus the label delay, as chargebacks would be.
+Input: a CSV/Parquet file (any columns, with `--columns` mapping wire fields to file columns), or
+`kafka://TOPIC?from=A&to=B` where A/B are offsets (integers) or date-times (timestamps).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+from ingest.records import Record
+from ingest.schemas import Label, encode_event
+from pipeline.domains import build_processor
+from pipeline.errors import ConfigError
+from pipeline.runner import DomainBatch, Runner, RunnerConfig, RunStats
+from pipeline.settings import Settings
+
+LABELS_TOPIC = "labels"
+
+
+class _Seen(msgspec.Struct):
+    event_id: str = ""
+    ts: float = math.nan
+
+
+_seen_decoder = msgspec.json.Decoder(_Seen)
+
+
+@dataclass(frozen=True)
+class KafkaInput:
+    topic: str
+    start: int | None
+    end: int | None
+    by: str  # "offset" or "timestamp" (epoch ms)
+    labels_topic: str | None
+
+
+def _bound(values: list[str] | None) -> tuple[int | None, str | None]:
+    if not values or values[0] == "":
+        return None, None
+    raw = values[0]
+    if raw.lstrip("-").isdigit():
+        return int(raw), "offset"
+    try:
+        return int(pd.Timestamp(raw, tz="UTC").timestamp() * 1000), "timestamp"
+    except ValueError as exc:
+        raise ConfigError(f"--input: {raw!r} is neither an offset nor a date-time") from exc
+
+
+def parse_input(spec: str, default_labels_topic: str = LABELS_TOPIC) -> Path | KafkaInput:
+    """A file path, or `kafka://topic?from=...&to=...[&labels=topic]` (offsets or ISO date-times)."""
+    if not spec.startswith("kafka://"):
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"--input: file {spec} does not exist")
+        return path
+    parts = urlsplit(spec)
+    topic = (parts.netloc + parts.path).strip("/")
+    if not topic:
+        raise ConfigError("--input kafka:// needs a topic: kafka://TOPIC?from=...&to=...")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = set(query) - {"from", "to", "labels"}
+    if unknown:
+        raise ConfigError(f"--input: unknown parameter(s) {sorted(unknown)}; use from, to, labels")
+    start, by_start = _bound(query.get("from"))
+    end, by_end = _bound(query.get("to"))
+    if by_start and by_end and by_start != by_end:
+        raise ConfigError("--input: from and to must both be offsets or both date-times")
+    labels = query.get("labels", [default_labels_topic])[0] or None
+    return KafkaInput(topic, start, end, by_start or by_end or "offset", labels)
+
+
+class DelayedLabels:
+    """Wraps a replay source: after each poll, appends label records whose reveal time has come.
+
+    The label of an event seen at event time t is revealed once the replay's event time reaches
+    t + delay. Only frauds/anomalies (label 1) are revealed, as a chargeback feed would; after the
+    delay the others count as genuine.
+    """
+
+    def __init__(self, source: Any, positives: set[str], delay_s: float, topic: str = LABELS_TOPIC) -> None:
+        self.source = source
+        self.topic = topic
+        self.delay_s = delay_s
+        self.positives = positives
+        self._due: list[tuple[float, str]] = []  # heap of (reveal time, event id)
+        self._offset = 0
+        self.revealed = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return bool(getattr(self.source, "exhausted", False))
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+        records = self.source.poll(max_records, timeout_ms)
+        if not records:
+            return records
+        now = -math.inf
+        for record in records:
+            try:
+                seen = _seen_decoder.decode(record.value)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # the runner sends it to the dead letters
+            if math.isfinite(seen.ts):
+                now = max(now, seen.ts)
+                if seen.event_id in self.positives:
+                    heapq.heappush(self._due, (seen.ts + self.delay_s, seen.event_id))
+        out = list(records)
+        while self._due and self._due[0][0] <= now:
+            reveal_ts, event_id = heapq.heappop(self._due)
+            value = encode_event(Label(event_id=event_id, label=1, ts=reveal_ts))
+            out.append(Record(self.topic, 0, self._offset, int(reveal_ts * 1000), event_id.encode(), value))
+            self._offset += 1
+            self.revealed += 1
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.source.commit({tp: o for tp, o in offsets.items() if tp[0] != self.topic})
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+
+
+class ListDeadLetters:
+    """The backtest's dead-letter queue: rejects are kept in memory and counted in the report."""
+
+    def __init__(self) -> None:
+        self.rejects: list[Any] = []
+        self._pending: list[Any] = []
+
+    def add(self, rejects: Sequence[Any]) -> None:
+        self._pending.extend(rejects)
+
+    def flush(self) -> None:
+        self.rejects.extend(self._pending)
+        self._pending.clear()
+
+
+class ScoreLog:
+    """Runner observer: one row per scored event, challenger scores as `score__<name>` columns."""
+
+    def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
+        self.parts: list[pd.DataFrame] = []
+        self.on_batch = on_batch
+        self.detectors: dict[str, str] = {}
+
+    def __call__(self, domain: str, events: Sequence[Any], records: Sequence[Any], batch: DomainBatch,
+                 detector: str = "") -> None:
+        data: dict[str, Any] = {
+            "domain": domain,
+            "event_id": [e.event_id for e in events],
+            "entity": batch.keys,
+            "ts": np.fromiter((e.ts for e in events), np.float64, len(events)),
+            "score": batch.scores,
+            "threshold": batch.thresholds,
+            "alert": batch.flags,
+            "suppressed": batch.suppressed,
+            "partition": [r.partition for r in records],
+            "offset": [r.offset for r in records],
+        }
+        for name, scores in batch.challenger_scores.items():
+            data[f"score__{name}"] = scores
+            data[f"alert__{name}"] = batch.challenger_flags.get(name, np.zeros(len(events), bool))
+        self.parts.append(pd.DataFrame(data))
+        if self.on_batch:
+            self.on_batch(len(events))
+
+    def frame(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame(columns=["domain", "event_id", "entity", "ts", "score", "threshold", "alert", "label"])
+        return pd.concat(self.parts, ignore_index=True)
+
+
+@dataclass
+class BacktestResult:
+    scores: pd.DataFrame
+    alerts: list[Any]
+    stats: RunStats
+    rejects: int
+    labels_revealed: int
+    report: Path | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _kafka_labels(settings: Settings, topic: str) -> dict[str, int]:
+    """Every label on the labels topic (empty when the topic does not exist)."""
+    from ingest.decode import decode_batch
+    from ingest.errors import ReplaySourceError
+    from ingest.replay import KafkaRangeSource
+
+    try:
+        source = KafkaRangeSource(settings.kafka.bootstrap_servers, topic, config=_replay_config(settings))
+    except ReplaySourceError:
+        return {}
+    labels: dict[str, int] = {}
+    with source:
+        while not source.exhausted:
+            for label in decode_batch(source.poll(5000, 1000), "labels").events:
+                labels[label.event_id] = int(label.label)
+    return labels
+
+
+def _replay_config(settings: Settings) -> dict[str, Any]:
+    config = settings.kafka.client_config()
+    config.pop("bootstrap_servers")
+    config["client_id"] = f"{settings.kafka.client_id}-replay"
+    return config
+
+
+def run_backtest(
+    settings: Settings,
+    input_spec: str,
+    *,
+    domain: str = "transactions",
+    columns: Any = None,
+    label_delay_s: float | None = None,
+    report_dir: Path | None = None,
+    compare: Sequence[str] = (),
+    progress: bool = False,
+    max_records: int = 1000,
+) -> BacktestResult:
+    """Replay `input_spec` through the runner; write the report when `report_dir` is given."""
+    from ingest.replay import FileSource, KafkaRangeSource
+    from sinks.memory_sink import MemorySink
+
+    if domain not in ("transactions", "sensors"):
+        raise ConfigError(f"--domain must be transactions or sensors for a backtest, got {domain!r}")
+    model = settings.model(domain)
+    if compare:
+        model = model.model_copy(update={"detector": compare[0], "challengers": tuple(compare[1:])})
+    delay = model.label_delay_s if label_delay_s is None else label_delay_s
+    model = model.model_copy(update={"label_delay_s": delay})
+    settings = settings.model_copy(update={domain: model})
+
+    spec = parse_input(input_spec, settings.topics.labels)
+    truth: dict[str, int] = {}
+    if isinstance(spec, Path):
+        source: Any = FileSource(spec, domain, columns=columns, topic=domain)
+        truth = source.labels_by_event_id
+        total: int | None = len(source)
+        topic = domain
+    else:
+        source = KafkaRangeSource(settings.kafka.bootstrap_servers, spec.topic, spec.start, spec.end, by=spec.by,
+                                  config=_replay_config(settings))
+        total = sum(max(0, end - start) for start, end in source.bounds().values()) if spec.by == "offset" else None
+        topic = spec.topic
+        if spec.labels_topic:
+            truth = _kafka_labels(settings, spec.labels_topic)
+    wrapped = DelayedLabels(source, {eid for eid, y in truth.items() if y == 1}, delay)
+    processor = build_processor(settings, domain)
+    bar, task = _progress(total, progress)
+    log = ScoreLog(on_batch=(lambda n: bar.update(task, advance=n)) if bar else None)
+    sink = MemorySink()
+    dlq = ListDeadLetters()
+    runner = Runner(
+        wrapped, sink, dlq, {topic: processor}, labels_topic=wrapped.topic,
+        config=RunnerConfig(max_records=max_records, poll_timeout_ms=1000, commit_interval_s=0.0, checkpoint_interval_s=0.0),
+        observers=[log],
+    )
+    started = time.perf_counter()
+    try:
+        if bar:
+            bar.start()
+        stats = runner.run()
+    finally:
+        if bar:
+            bar.stop()
+        wrapped.close()
+    elapsed = time.perf_counter() - started
+
+    frame = log.frame()
+    frame["detector"] = processor.detector_name
+    if truth and isinstance(spec, KafkaInput):
+        frame["label"] = frame["event_id"].map(lambda e: truth.get(e, 0)).astype(float)  # unlabelled = genuine
+    else:
+        frame["label"] = frame["event_id"].map(truth).astype(float)
+    result = BacktestResult(frame, list(sink.alerts), stats, len(dlq.rejects), wrapped.revealed)
+    if report_dir is not None:
+        from pipeline.report import all_metrics, write_report
+
+        summary = {
+            "input": input_spec, "domain": domain, "events": stats.events, "rejects": len(dlq.rejects),
+            "alerts": len(sink.alerts), "labels revealed": wrapped.revealed, "label delay (s)": delay,
+            "champion": processor.detector_name, "challengers": ", ".join(model.challengers) or "–",
+            "wall time (s)": round(elapsed, 2), "events/s": round(stats.events / elapsed, 1) if elapsed else None,
+        }
+        result.report = write_report(frame, Path(report_dir), summary=summary, k=settings.backtest.precision_k)
+        result.metrics = [m.row() for m in all_metrics(frame, k=settings.backtest.precision_k)]
+    return result
+
+
+def _progress(total: int | None, enabled: bool) -> tuple[Any, Any]:
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return bar, bar.add_task("events", total=total)

@@ -1,0 +1,460 @@
+"""The worker loop: poll, decode, featurise + score + threshold, alert, learn, flush, commit, checkpoint.
+
+The runner makes no Kafka or Redis calls of its own: its source, sink and dead-letter queue are
+injected, so the live worker (BatchConsumer + RedisAlertSink + DeadLetterQueue) and the backtest
+(replay source + MemorySink) run this very code. Per-domain model work lives behind
+`DomainProcessor` (see pipeline.domains).
+
+Delivery: offsets are committed as last + 1 per partition, only after `sink.flush()` and
+`dlq.flush()` succeeded. A retriable flush failure (SinkUnavailable) pauses the assigned
+partitions and retries with exponential backoff; nothing is committed past unflushed alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ingest.errors import StreamwardenError
+from pipeline.errors import CheckpointMismatch
+from pipeline.observability import RunnerMetrics
+
+log = logging.getLogger("pipeline.runner")
+
+CHECKPOINT_FORMAT = 1
+TopicPartition = tuple[str, int]
+
+
+@dataclass
+class DomainBatch:
+    """What a domain processor returns for B events (arrival order)."""
+
+    keys: list[str]  # entity per event (card, device)
+    scores: np.ndarray  # (B,) float64; NaN where the event could not be scored yet (window not full)
+    thresholds: np.ndarray  # (B,) float64, the threshold each event was classified with
+    flags: np.ndarray  # (B,) bool, events the champion raises as alerts
+    suppressed: np.ndarray  # (B,) bool, above threshold but held back (warm-up, alarm filter)
+    explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
+    challenger_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,)
+    challenger_flags: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,) bool
+
+
+class DomainProcessor(Protocol):
+    """Per-domain features, detector(s), threshold and learner (built by pipeline.domains)."""
+
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def detector_name(self) -> str:
+        """The champion: the detector whose flags become alerts (part of the alert id)."""
+        ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    def process(self, events: Sequence[Any]) -> DomainBatch: ...
+
+    def apply_labels(self, labels: Sequence[Any]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class Source(Protocol):
+    """BatchConsumer or a replay source; pause/resume/assignment/seek/lag are used when present."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Any]: ...
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+
+class Sink(Protocol):
+    """Alert sink or dead-letter queue: `add` buffers, `flush` delivers or raises (retriable or not)."""
+
+    def add(self, items: Sequence[Any], /) -> None: ...
+
+    def flush(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    max_records: int = 500
+    poll_timeout_ms: int = 500
+    commit_interval_s: float = 1.0
+    checkpoint_interval_s: float = 60.0  # 0 = only at shutdown
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    checkpoint_path: Path | None = None
+    idle_timeout_s: float | None = None  # stop after this long without records (None: run until stopped)
+    max_events: int | None = None  # stop after this many records (tests, demos)
+
+
+@dataclass
+class RunStats:
+    records: int = 0
+    events: int = 0
+    rejects: int = 0
+    alerts: int = 0
+    labels: int = 0
+    batches: int = 0
+    commits: int = 0
+    checkpoints: int = 0
+    restored_from: dict[TopicPartition, int] | None = None
+    started_at: float = field(default_factory=time.time)
+    stopped_at: float | None = None
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.stopped_at or time.time()) - self.started_at
+
+
+Observer = Callable[[str, Sequence[Any], Sequence[Any], DomainBatch], None]  # domain, events, records, batch
+
+
+class Runner:
+    """One worker. `run()` loops until stopped (SIGTERM/SIGINT, `request_stop()`, idle, exhausted replay)."""
+
+    def __init__(
+        self,
+        source: Source,
+        sink: Sink,
+        dlq: Sink,
+        processors: Mapping[str, DomainProcessor],  # topic -> processor
+        *,
+        labels_topic: str | None = None,
+        config: RunnerConfig | None = None,
+        metrics: RunnerMetrics | None = None,
+        observers: Iterable[Observer] = (),
+        checkpoint_meta: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.source, self.sink, self.dlq = source, sink, dlq
+        self.processors = dict(processors)
+        self.labels_topic = labels_topic
+        self.config = config or RunnerConfig()
+        self.metrics = metrics or RunnerMetrics()
+        self.observers = list(observers)
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.clock, self.sleep = clock, sleep
+        self.stats = RunStats()
+        self._stop = threading.Event()
+        self._next: dict[TopicPartition, int] = {}  # processed, not yet committed: partition -> last + 1
+        self._committed: dict[TopicPartition, int] = {}
+        self._stash: list[Any] = []  # records polled while paused, processed before the next poll
+        self._last_commit = self.clock()
+        self._last_checkpoint = self.clock()
+        self._pending_seek: dict[TopicPartition, int] = {}
+        self._in_callback = False  # inside a rebalance callback: never poll from there
+        self.checkpoint_hooks: list[Callable[[Runner], None]] = []  # run at each checkpoint boundary
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self, *_: Any) -> None:
+        """Finish the current batch, flush, commit, checkpoint, return. Safe from signal handlers."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> RunStats:
+        self.restore()
+        last_data = self.clock()
+        clean = False
+        try:
+            while not self._stop.is_set():
+                n = self.step()
+                now = self.clock()
+                if n or self._waiting_for_partitions():
+                    last_data = now  # idle time counts only while partitions are ours
+                elif getattr(self.source, "exhausted", False):
+                    break
+                elif self.config.idle_timeout_s is not None and now - last_data >= self.config.idle_timeout_s:
+                    break
+                if self.config.max_events is not None and self.stats.records >= self.config.max_events:
+                    break
+                if now - self._last_commit >= self.config.commit_interval_s:
+                    self.commit()
+            clean = True
+        finally:
+            self.shutdown(clean)
+        return self.stats
+
+    def step(self) -> int:
+        """Process one polled batch; returns the number of records."""
+        if self._stash:
+            records, self._stash = self._stash, []
+        else:
+            records = self.source.poll(self.config.max_records, self.config.poll_timeout_ms)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        self.process(records)
+        self.metrics.batch_latency.observe(time.perf_counter() - started)
+        self.stats.batches += 1
+        return len(records)
+
+    def process(self, records: Sequence[Any]) -> None:
+        """Decode, score, alert and learn one batch; offsets become committable at the end."""
+        from ingest.decode import decode_batch
+
+        by_topic: dict[str, list[Any]] = {}
+        for record in records:
+            by_topic.setdefault(record.topic, []).append(record)
+        label_events: list[Any] = []
+        for topic, topic_records in by_topic.items():
+            if topic == self.labels_topic:
+                result = decode_batch(topic_records, "labels")
+                self._reject(result.rejects, "labels")
+                label_events.extend(result.events)
+                continue
+            processor = self.processors.get(topic)
+            if processor is None:
+                log.warning("records from unexpected topic skipped", extra={"topic": topic, "count": len(topic_records)})
+                continue
+            result = decode_batch(topic_records, processor.domain)
+            self._reject(result.rejects, processor.domain)
+            if result.events:
+                self._score(processor, result.events, result.records)
+        if label_events:
+            for processor in self.processors.values():
+                processor.apply_labels(label_events)
+            self.stats.labels += len(label_events)
+            self.metrics.labels_in.inc(len(label_events))
+        for record in records:
+            tp = (record.topic, record.partition)
+            self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
+        self.stats.records += len(records)
+
+    def _reject(self, rejects: Sequence[Any], domain: str) -> None:
+        if not rejects:
+            return
+        self.dlq.add(rejects)
+        self.stats.rejects += len(rejects)
+        for reject in rejects:
+            self.metrics.rejects.labels(domain=domain, reason=str(getattr(reject.reason, "value", reject.reason))).inc()
+
+    def _score(self, processor: DomainProcessor, events: Sequence[Any], records: Sequence[Any]) -> None:
+        from sinks.alert import Alert, make_alert_id
+
+        drifts_before = getattr(processor, "drift_events", 0)
+        batch = processor.process(events)
+        self.metrics.drift_events.labels(domain=processor.domain).inc(getattr(processor, "drift_events", 0) - drifts_before)
+        for name, loss in getattr(processor, "losses", {}).items():
+            self.metrics.model_loss.labels(domain=processor.domain, detector=name).set(loss)
+        now = self.clock()
+        alerts = []
+        for i in np.flatnonzero(batch.flags).tolist():
+            event = events[i]
+            alerts.append(
+                Alert(
+                    alert_id=make_alert_id(event.event_id, processor.detector_name, processor.model_version),
+                    event_id=event.event_id,
+                    entity=batch.keys[i],
+                    domain=processor.domain,
+                    score=float(batch.scores[i]),
+                    threshold=float(batch.thresholds[i]),
+                    model_version=processor.model_version,
+                    event_ts=float(event.ts),
+                    alert_ts=now,
+                    top_features=[(str(n), float(v)) for n, v in batch.explanations.get(int(i), [])],
+                )
+            )
+            self.metrics.event_to_alert.labels(domain=processor.domain).observe(max(0.0, now - float(event.ts)))
+        if alerts:
+            self.sink.add(alerts)
+        self.stats.events += len(events)
+        self.stats.alerts += len(alerts)
+        self.metrics.events_in.labels(domain=processor.domain).inc(len(events))
+        self.metrics.alerts.labels(domain=processor.domain).inc(len(alerts))
+        self.metrics.suppressed.labels(domain=processor.domain).inc(int(np.count_nonzero(batch.suppressed)))
+        for observer in self.observers:
+            observer(processor.domain, events, records, batch)
+
+    # ------------------------------------------------------------------ delivery
+    def _flush_with_backoff(self) -> bool:
+        """Flush sink then DLQ; on retriable errors pause partitions and retry. False if stopped while failing."""
+        delay = self.config.backoff_initial_s
+        paused: list[Any] = []
+        source: Any = self.source  # pause/resume are optional on sources
+        try:
+            while True:
+                try:
+                    self.sink.flush()
+                    self.dlq.flush()
+                    return True
+                except StreamwardenError as exc:
+                    if not exc.retriable:
+                        raise
+                    if not paused and hasattr(self.source, "pause"):
+                        paused = list(self._assignment())
+                        if paused:
+                            source.pause(paused)
+                    self.metrics.sink_retries.inc()
+                    log.warning("flush failed, backing off", extra={"error": str(exc), "delay_s": delay})
+                    if self._stop.is_set():
+                        return False  # stopping: leave the batch uncommitted, it is redelivered
+                    self.sleep(delay)
+                    delay = min(delay * 2, self.config.backoff_max_s)
+                    if paused and not self._in_callback:
+                        # Keeps the consumer in its group; paused partitions return nothing.
+                        self._stash.extend(self.source.poll(self.config.max_records, 0))
+        finally:
+            if paused:
+                source.resume(paused)
+
+    def _waiting_for_partitions(self) -> bool:
+        """A group member without partitions yet (e.g. while the group waits out a dead member's session)."""
+        return callable(getattr(self.source, "assignment", None)) and not self._assignment()
+
+    def _export_lag(self) -> None:
+        lag = getattr(self.source, "lag", None)
+        if not callable(lag) or self._in_callback:
+            return
+        try:
+            for (topic, partition), behind in lag().items():
+                self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(behind)
+        except StreamwardenError as exc:  # lag is informative only
+            log.debug("lag unavailable", extra={"error": str(exc)})
+
+    def _assignment(self) -> Iterable[Any]:
+        assignment = getattr(self.source, "assignment", None)
+        return assignment() if callable(assignment) else ()
+
+    def commit(self) -> bool:
+        """Flush sinks, then commit last + 1 per partition; checkpoint when due. False if flushing failed."""
+        if not self._flush_with_backoff():
+            return False
+        pending = {tp: off for tp, off in self._next.items() if self._committed.get(tp) != off}
+        if pending:
+            try:
+                self.source.commit(pending)
+            except StreamwardenError as exc:
+                # Retriable: the same offsets go with the next commit. Otherwise the group moved the
+                # partitions away meanwhile; their records are redelivered to the new owner.
+                log.warning("commit failed", extra={"error": str(exc), "retriable": exc.retriable})
+                if not exc.retriable:
+                    assigned = {(str(t), int(p)) for t, p in self._assignment()}
+                    self._next = {tp: off for tp, off in self._next.items() if tp in assigned}
+                return False
+            self._committed.update(pending)
+            self.stats.commits += 1
+            self.metrics.commits.inc()
+            self._export_lag()
+        self._last_commit = self.clock()
+        interval = self.config.checkpoint_interval_s
+        if interval and self.clock() - self._last_checkpoint >= interval:
+            self.checkpoint()
+        return True
+
+    def shutdown(self, clean: bool = True) -> None:
+        """Flush, commit and checkpoint; after an error only what completed batches produced is committed."""
+        try:
+            if self.commit() and clean:
+                self.checkpoint()
+        finally:
+            self.stats.stopped_at = self.clock()
+
+    # ------------------------------------------------------------------ partitions
+    def on_assign(self, partitions: Iterable[Any]) -> None:
+        """Consumer callback: seek newly assigned partitions to the restored checkpoint's offsets."""
+        seek = getattr(self.source, "seek", None)
+        wanted = {}
+        for tp in partitions:
+            key = (str(tp[0]), int(tp[1]))
+            if key in self._pending_seek:
+                wanted[key] = self._pending_seek.pop(key)
+        if wanted and callable(seek):
+            seek(wanted)
+            log.info("seeked to checkpoint offsets", extra={"offsets": {f"{t}[{p}]": o for (t, p), o in wanted.items()}})
+
+    def on_revoke(self, partitions: Iterable[Any]) -> None:
+        """Consumer callback: flush and commit before partitions move to another worker, then forget them."""
+        self._in_callback = True
+        try:
+            self.commit()
+        finally:
+            self._in_callback = False
+        for tp in partitions:
+            key = (str(tp[0]), int(tp[1]))
+            self._next.pop(key, None)
+            self._committed.pop(key, None)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self) -> Path | None:
+        """Write model/feature/threshold/drift state plus the committed offsets atomically."""
+        for hook in self.checkpoint_hooks:
+            hook(self)
+        path = self.config.checkpoint_path
+        self._last_checkpoint = self.clock()
+        if path is None:
+            return None
+        from stream_models import checkpoint
+
+        offsets = {(str(t), int(p)): int(o) for (t, p), o in self._next.items()}
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "created_at": self.clock(),
+            "offsets": offsets,
+            "domains": {p.domain: p.state_dict() for p in self.processors.values()},
+            "models": {p.domain: {"detector": p.detector_name, "version": p.model_version} for p in self.processors.values()},
+            "meta": self.checkpoint_meta,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(path, payload)
+        self.stats.checkpoints += 1
+        self.metrics.checkpoints.inc()
+        log.info("checkpoint written", extra={"path": str(path), "partitions": len(offsets)})
+        return path
+
+    def restore(self) -> dict[TopicPartition, int] | None:
+        """Load the checkpoint if there is one and arrange to replay from its offsets."""
+        path = self.config.checkpoint_path
+        if path is None or not path.exists():
+            return None
+        from stream_models import checkpoint
+
+        payload = checkpoint.load(path)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatch(f"checkpoint {path} has format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")
+        states = payload["domains"]
+        for processor in self.processors.values():
+            if processor.domain not in states:
+                raise CheckpointMismatch(
+                    f"checkpoint {path} holds domains {sorted(states)}, not {processor.domain!r}; "
+                    "use another runner.state_dir or delete the file"
+                )
+            try:
+                processor.load_state_dict(states[processor.domain])
+            except (KeyError, ValueError, RuntimeError, TypeError, StreamwardenError) as exc:
+                raise CheckpointMismatch(
+                    f"checkpoint {path} does not fit the configured {processor.domain} models ({exc}); "
+                    "use another runner.state_dir or delete the file"
+                ) from exc
+        offsets: dict[TopicPartition, int] = {}
+        for (topic, partition), value in payload["offsets"].items():
+            offsets[(str(topic), int(partition))] = int(value)
+        self._committed = dict(offsets)
+        self._next = dict(offsets)
+        self._pending_seek = dict(offsets)
+        if self._assignment():
+            self.on_assign(list(self._assignment()))
+        self.stats.restored_from = offsets
+        log.info("restored from checkpoint", extra={"path": str(path), "partitions": len(offsets)})
+        return offsets

@@ -1,0 +1,419 @@
+"""One frozen settings object, from env vars (`STREAMWARDEN_...`, nested with `__`) and an optional YAML file.
+
+Precedence (highest first): explicit overrides (CLI flags), environment variables, the YAML file
+(`--config FILE` or `STREAMWARDEN_CONFIG`), the shorthands `STREAMWARDEN_KAFKA` (bootstrap servers)
+and `STREAMWARDEN_REDIS_URL`, then the defaults below. Unknown keys are rejected with their name.
+
+>>> s = Settings()
+>>> s.kafka.security_protocol
+'PLAINTEXT'
+>>> "password" in str(Settings(redis={"url": "redis://u:pw@h:6379/0"}).redis.masked_url())
+False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "STREAMWARDEN_"
+CONFIG_ENV = "STREAMWARDEN_CONFIG"
+# Single-value shorthands other tools (tests, `dev up`) already use; not nested sections.
+KAFKA_SHORTHAND_ENV = "STREAMWARDEN_KAFKA"
+REDIS_SHORTHAND_ENV = "STREAMWARDEN_REDIS_URL"
+MASK = "**********"
+
+Domain = Literal["transactions", "sensors"]
+DomainChoice = Literal["transactions", "sensors", "all"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Client settings passed straight through to kafka-python (see `client_config`)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "streamwarden"
+    group_id: str = "streamwarden"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    sasl_kerberos_service_name: str | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl and self.sasl_mechanism is None:
+            raise ValueError(f"kafka.sasl_mechanism is required with security_protocol={self.security_protocol}")
+        if not uses_sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"kafka.sasl_mechanism={self.sasl_mechanism} needs security_protocol SASL_PLAINTEXT or SASL_SSL"
+            )
+        if uses_sasl and self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            if not self.sasl_plain_username or self.sasl_plain_password is None:
+                raise ValueError(
+                    f"kafka.sasl_plain_username and kafka.sasl_plain_password are required "
+                    f"with sasl_mechanism={self.sasl_mechanism}"
+                )
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"kafka.{name}: file {path} does not exist")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("kafka.ssl_certfile and kafka.ssl_keyfile go together")
+        return self
+
+    def client_config(self) -> dict[str, Any]:
+        """kafka-python keyword arguments shared by consumers, producers and admin clients (secrets revealed)."""
+        config: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            config["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_plain_username is not None:
+            config["sasl_plain_username"] = self.sasl_plain_username
+        if self.sasl_plain_password is not None:
+            config["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        if self.sasl_kerberos_service_name is not None:
+            config["sasl_kerberos_service_name"] = self.sasl_kerberos_service_name
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, name) is not None:
+                    config[name] = str(getattr(self, name))
+            if self.ssl_password is not None:
+                config["ssl_password"] = self.ssl_password.get_secret_value()
+        return config
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Client config plus the consumer-group settings."""
+        return {
+            **self.client_config(),
+            "group_id": self.group_id,
+            "auto_offset_reset": self.auto_offset_reset,
+            "session_timeout_ms": self.session_timeout_ms,
+            "max_poll_interval_ms": self.max_poll_interval_ms,
+        }
+
+
+class TopicSettings(_Section):
+    transactions: str = "transactions"
+    sensors: str = "sensors"
+    labels: str = "labels"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicSettings:
+        names = [self.transactions, self.sensors, self.labels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"topics.transactions, topics.sensors and topics.labels must differ, got {names}")
+        return self
+
+    def for_domain(self, domain: str) -> str:
+        return str(getattr(self, domain))
+
+
+def mask_url(url: str) -> str:
+    """`redis://user:secret@host:6379/0` -> `redis://user:**********@host:6379/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+class RedisSettings(_Section):
+    """Where alerts go. `url` may carry an ACL user and password (`rediss://user:pw@host:6380/0`);
+    `username` / `password` override the URL's. Key layout and delivery rules follow sinks.RedisSinkConfig."""
+
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    username: str | None = None
+    password: SecretStr | None = None
+    prefix: str = "streamwarden:"
+    stream: str | None = None  # default <prefix>alerts
+    channel_prefix: str | None = None  # default <prefix>alerts:  (one channel per domain)
+    maxlen: int = Field(1_000_000, ge=0)
+    dedup_ttl_s: int = Field(7 * 86_400, ge=1)
+    suppression_s: float = Field(0.0, ge=0)
+    suppression_factor: float = Field(1.5, ge=1.0)
+
+    def connection(self) -> Any:
+        """sinks.connection.RedisConfig (secrets revealed)."""
+        from sinks.connection import RedisConfig
+
+        return RedisConfig(url=self.url.get_secret_value(), username=self.username,
+                           password=self.password.get_secret_value() if self.password else None)
+
+    def sink_config(self) -> Any:
+        """sinks.redis_sink.RedisSinkConfig."""
+        from sinks.redis_sink import RedisSinkConfig
+
+        return RedisSinkConfig(prefix=self.prefix, stream=self.stream, channel_prefix=self.channel_prefix,
+                               maxlen=self.maxlen, dedup_ttl_s=self.dedup_ttl_s, suppression_s=self.suppression_s,
+                               suppression_factor=self.suppression_factor)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = urlsplit(value.get_secret_value()).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"redis.url must start with redis://, rediss:// or unix://, got {scheme or 'no'} scheme")
+        return value
+
+    def masked_url(self) -> str:
+        return mask_url(self.url.get_secret_value())
+
+
+class ModelSettings(_Section):
+    """Per-domain model wiring (see pipeline.domains): detector, challengers, threshold, learning cadence."""
+
+    detector: str = "dense_autoencoder"
+    challengers: tuple[str, ...] = ()
+    model_version: str = "v1"
+    threshold_quantile: float = Field(0.995, gt=0.5, lt=1.0)
+    warmup_events: int = Field(500, ge=0, description="model burn-in: the threshold ignores these first scores")
+    threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
+    learn_every: int = Field(64, ge=1, description="events per learning step; scores do not depend on poll sizes")
+    top_features: int = Field(3, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    hidden: int = Field(16, ge=1)
+    threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
+    steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning step")
+    batch_size: int = Field(64, ge=1, description="rows per replay minibatch")
+    replay_capacity: int = Field(20_000, ge=1)
+    drift_delta: float = Field(0.002, ge=0, lt=1, description="ADWIN confidence on the scores; 0 = no drift monitor")
+    drift_lr_boost: float = Field(3.0, gt=0)
+    label_delay_s: float = Field(7 * 86_400.0, ge=0, description="transactions: after this, unlabelled = genuine")
+    window: int = Field(16, ge=2, description="sensors: readings per window")
+    alarm_m: int = Field(2, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
+    alarm_n: int = Field(3, ge=1)
+    quiet_rows: int = Field(30, ge=0, description="sensors: learn from a device only this many rows after a flag")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _challengers_distinct(self) -> ModelSettings:
+        if self.detector in self.challengers:
+            raise ValueError(f"challengers {list(self.challengers)} must not include the champion {self.detector!r}")
+        if self.alarm_m > self.alarm_n:
+            raise ValueError(f"alarm_m ({self.alarm_m}) must not exceed alarm_n ({self.alarm_n})")
+        if len(set(self.challengers)) != len(self.challengers):
+            raise ValueError(f"challengers {list(self.challengers)} contain duplicates")
+        return self
+
+
+class TransactionModelSettings(ModelSettings):
+    detector: str = "dense_autoencoder"
+
+
+class SensorModelSettings(ModelSettings):
+    detector: str = "lstm_autoencoder"
+    threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    label_delay_s: float = Field(3_600.0, ge=0, description="windows held back from learning wait this long")
+    drift_delta: float = Field(0.0, ge=0, lt=1, description="off: autocorrelated sensor scores trip ADWIN constantly")
+    warmup_events: int = Field(1_000, ge=0, description="model burn-in: the threshold ignores these first scores")
+    threshold_window: int = Field(2_000, ge=1, description="recent scores the threshold quantile is taken over")
+
+
+class RunnerSettings(_Section):
+    domain: DomainChoice = "transactions"
+    max_records: int = Field(500, ge=1)
+    poll_timeout_ms: int = Field(500, ge=0)
+    commit_interval_s: float = Field(1.0, ge=0)
+    checkpoint_interval_s: float = Field(60.0, ge=0)
+    state_dir: Path = Path(".streamwarden/state")
+    backoff_initial_s: float = Field(0.1, gt=0)
+    backoff_max_s: float = Field(5.0, gt=0)
+    device: str = "auto"
+
+    @model_validator(mode="after")
+    def _backoff(self) -> RunnerSettings:
+        if self.backoff_initial_s > self.backoff_max_s:
+            raise ValueError(
+                f"runner.backoff_initial_s ({self.backoff_initial_s}) must not exceed "
+                f"runner.backoff_max_s ({self.backoff_max_s})"
+            )
+        if self.checkpoint_interval_s and self.checkpoint_interval_s < self.commit_interval_s:
+            raise ValueError(
+                f"runner.checkpoint_interval_s ({self.checkpoint_interval_s}) must be >= "
+                f"runner.commit_interval_s ({self.commit_interval_s}); checkpoints happen at commits"
+            )
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"runner.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
+
+
+class ObservabilitySettings(_Section):
+    metrics_port: int | None = Field(None, ge=0, le=65_535)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class BacktestSettings(_Section):
+    report_dir: Path = Path("reports")
+    precision_k: int = Field(100, ge=1)
+
+
+class _EnvWithoutShorthands(EnvSettingsSource):
+    """The standard env source, minus the single-value shorthands (they are not JSON sections)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        skip = {KAFKA_SHORTHAND_ENV.lower(), REDIS_SHORTHAND_ENV.lower(), CONFIG_ENV.lower()}
+        return {k: v for k, v in super()._load_env_vars().items() if k.lower() not in skip}
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def _shorthands() -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if os.environ.get(KAFKA_SHORTHAND_ENV):
+        data["kafka"] = {"bootstrap_servers": os.environ[KAFKA_SHORTHAND_ENV]}
+    if os.environ.get(REDIS_SHORTHAND_ENV):
+        data["redis"] = {"url": os.environ[REDIS_SHORTHAND_ENV]}
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# Lower-priority data (YAML file + shorthands) handed to `settings_customise_sources`.
+_file_layer: dict[str, Any] = {}
+
+
+class Settings(BaseSettings):
+    """Everything a worker, backtest or demo needs. Immutable once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, case_sensitive=False
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    runner: RunnerSettings = RunnerSettings()
+    transactions: TransactionModelSettings = TransactionModelSettings()
+    sensors: SensorModelSettings = SensorModelSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    backtest: BacktestSettings = BacktestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() fills _file_layer (file + shorthands); a direct Settings() still honours the shorthands.
+        return (init_settings, _EnvWithoutShorthands(settings_cls), _DictSource(settings_cls, _file_layer or _shorthands()))
+
+    def domains(self) -> list[Domain]:
+        """The data domains this worker handles."""
+        if self.runner.domain == "all":
+            return ["transactions", "sensors"]
+        return [self.runner.domain]
+
+    def model(self, domain: str) -> ModelSettings:
+        model: ModelSettings = getattr(self, domain)
+        return model
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration as plain data, secrets masked (Redis URL keeps its non-secret parts)."""
+        data = self.model_dump(mode="json")
+        data["redis"]["url"] = self.redis.masked_url()
+        return data
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.masked(), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (from --config or {CONFIG_ENV})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: Any) -> str:
+    loc = ".".join(str(part) for part in error["loc"])
+    env = ENV_PREFIX + "__".join(str(part).upper() for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {loc!r} (from the config file or {env})"
+    where = f"setting {loc!r}" if loc else "settings"
+    return f"{where}: {error['msg']}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; any problem raises ConfigError naming the setting.
+
+    `overrides` are sections (`runner={"domain": "all"}`) and win over env vars and the file.
+    """
+    global _file_layer
+    path = config_file or os.environ.get(CONFIG_ENV)
+    layer = _shorthands()
+    if path:
+        layer = _deep_merge(layer, _read_yaml(Path(path)))
+    _file_layer = layer
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError("invalid configuration: " + "; ".join(_describe(e) for e in exc.errors())) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+    finally:
+        _file_layer = {}

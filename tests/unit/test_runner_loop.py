@@ -1,0 +1,325 @@
+"""The runner loop with in-memory fakes: alerts, rejects, commits, backpressure, stop, checkpoints, labels."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ingest.records import Record
+from ingest.schemas import Label, Transaction, encode_event
+from pipeline.runner import DomainBatch, Runner, RunnerConfig
+from sinks.alert import make_alert_id
+from sinks.errors import SinkUnavailable
+from sinks.memory_sink import MemorySink
+
+TOPIC = "tx"
+LABELS = "labels"
+T0 = 1.75e9
+
+
+def tx_records(n: int, partitions: int = 2, bad: tuple[int, ...] = ()) -> list[Record]:
+    """Transactions spread over partitions; every 5th has amount 500 (the fake flags amount >= 100)."""
+    records, next_offset = [], [0] * partitions
+    for i in range(n):
+        p = i % partitions
+        tx = Transaction(event_id=f"e{i}", ts=T0 + i, card_id=f"c{i % 3}", terminal_id="t", amount=500.0 if i % 5 == 0 else 10.0)
+        value = b"{not json" if i in bad else encode_event(tx)
+        records.append(Record(TOPIC, p, next_offset[p], -1, tx.card_id.encode(), value))
+        next_offset[p] += 1
+    return records
+
+
+class FakeSource:
+    """Replays records, honours pause/resume, remembers commits and seeks."""
+
+    def __init__(self, records: list[Record], log: list[tuple[str, Any]] | None = None) -> None:
+        self.records = list(records)
+        self.pos = 0
+        self.paused: set[tuple[str, int]] = set()
+        self.committed: dict[tuple[str, int], int] = {}
+        self.seeks: list[dict[tuple[str, int], int]] = []
+        self.log = log if log is not None else []
+
+    @property
+    def exhausted(self) -> bool:
+        return self.pos >= len(self.records)
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+        if self.paused:
+            return []
+        out = self.records[self.pos : self.pos + max_records]
+        self.pos += len(out)
+        return out
+
+    def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.log.append(("commit", dict(offsets)))
+        self.committed.update(offsets)
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(r.topic, r.partition) for r in self.records}
+
+    def pause(self, partitions: list[tuple[str, int]]) -> None:
+        self.log.append(("pause", sorted(partitions)))
+        self.paused |= set(partitions)
+
+    def resume(self, partitions: list[tuple[str, int]]) -> None:
+        self.log.append(("resume", sorted(partitions)))
+        self.paused -= set(partitions)
+
+    def seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        self.seeks.append(dict(offsets))
+
+
+class FlakySink(MemorySink):
+    """A MemorySink whose flush fails `failures` times with SinkUnavailable (-1: always)."""
+
+    def __init__(self, failures: int = 0, log: list[tuple[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.failures = failures
+        self.log = log if log is not None else []
+
+    def flush(self) -> int:
+        if self.failures:
+            self.failures -= 1 if self.failures > 0 else 0
+            self.log.append(("flush_failed", self.pending))
+            raise SinkUnavailable("redis down")
+        self.log.append(("flush", self.pending))
+        return super().flush()
+
+
+class ListDLQ:
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+        self.sent: list[Any] = []
+
+    def add(self, rejects: list[Any]) -> None:
+        self.pending.extend(rejects)
+
+    def flush(self) -> None:
+        self.sent.extend(self.pending)
+        self.pending.clear()
+
+
+class AmountProcessor:
+    """Scores = amount; flags amount >= 100; counts events in its state."""
+
+    domain = "transactions"
+    detector_name = "amount-rule"
+    model_version = "v1"
+
+    def __init__(self, on_process: Any = None) -> None:
+        self.seen = 0
+        self.labels: list[Any] = []
+        self.on_process = on_process
+
+    def process(self, events: list[Any]) -> DomainBatch:
+        scores = np.array([e.amount for e in events], dtype=np.float64)
+        flags = scores >= 100
+        self.seen += len(events)
+        if self.on_process:
+            self.on_process()
+        return DomainBatch(
+            keys=[e.card_id for e in events], scores=scores, thresholds=np.full(len(events), 100.0), flags=flags,
+            suppressed=np.zeros(len(events), bool),
+            explanations={int(i): [("amount", float(scores[i]))] for i in np.flatnonzero(flags)},
+        )
+
+    def apply_labels(self, labels: list[Any]) -> None:
+        self.labels.extend(labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = int(state["seen"])
+
+
+def make_runner(source: Any, sink: Any, dlq: Any = None, processor: Any = None, **config: Any) -> Runner:
+    config.setdefault("commit_interval_s", 0.0)
+    config.setdefault("checkpoint_interval_s", 0.0)
+    config.setdefault("max_records", 7)
+    config.setdefault("poll_timeout_ms", 0)
+    return Runner(source, sink, dlq or ListDLQ(), {TOPIC: processor or AmountProcessor()}, labels_topic=LABELS,
+                  config=RunnerConfig(**config), sleep=lambda s: None)
+
+
+def test_flagged_events_become_alerts_rejects_go_to_dlq_and_offsets_are_committed() -> None:
+    records = tx_records(40, partitions=2, bad=(3, 17))
+    source, sink, dlq = FakeSource(records), MemorySink(), ListDLQ()
+    stats = make_runner(source, sink, dlq).run()
+
+    flagged = [f"e{i}" for i in range(40) if i % 5 == 0]
+    assert [a.event_id for a in sink.alerts] == flagged
+    assert all(a.alert_id == make_alert_id(a.event_id, "amount-rule", "v1") for a in sink.alerts)
+    assert sink.alerts[0].top_features == [("amount", 500.0)] and sink.alerts[0].threshold == 100.0
+    assert sorted(r.record.offset for r in dlq.sent) == [1, 8] and all(r.record.partition == 1 for r in dlq.sent)
+    assert source.committed == {(TOPIC, 0): 20, (TOPIC, 1): 20}
+    assert (stats.events, stats.rejects, stats.alerts) == (38, 2, 8)
+
+
+def test_backpressure_pauses_retries_and_commits_only_after_the_flush() -> None:
+    log: list[tuple[str, Any]] = []
+    source, sink = FakeSource(tx_records(10, partitions=1), log), FlakySink(failures=3, log=log)
+    make_runner(source, sink, max_records=10).run()
+
+    kinds = [k for k, _ in log]
+    first_commit = kinds.index("commit")
+    assert kinds[:first_commit] == ["flush_failed", "pause", "flush_failed", "flush_failed", "flush", "resume"]
+    assert [a.event_id for a in sink.alerts] == ["e0", "e5"]
+    assert source.committed == {(TOPIC, 0): 10}
+    assert not source.paused
+
+
+def test_stopping_while_the_sink_is_down_commits_nothing_and_writes_no_checkpoint(tmp_path: Path) -> None:
+    source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=-1)
+    runner = make_runner(source, sink, checkpoint_path=tmp_path / "ckpt.pt")
+    runner.sleep = lambda s: runner.request_stop()
+    runner.run()
+
+    assert source.committed == {}
+    assert sink.pending > 0 and sink.alerts == []
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
+def test_delayed_labels_reach_the_processor_and_their_offsets_are_committed() -> None:
+    labels = [Record(LABELS, 0, i, -1, None, encode_event(Label(event_id=f"e{i}", label=1, ts=T0 + 100))) for i in range(3)]
+    processor = AmountProcessor()
+    source = FakeSource(tx_records(6, partitions=1) + labels)
+    stats = make_runner(source, MemorySink(), processor=processor).run()
+
+    assert [(lb.event_id, lb.label) for lb in processor.labels] == [("e0", 1), ("e1", 1), ("e2", 1)]
+    assert stats.labels == 3
+    assert source.committed[(LABELS, 0)] == 3
+
+
+def test_checkpoint_holds_state_and_offsets_and_a_restart_seeks_to_them(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "ckpt.pt"
+    records = tx_records(30, partitions=2)
+    first = FakeSource(records)
+    make_runner(first, MemorySink(), checkpoint_path=path, max_events=14).run()
+    assert path.exists()
+
+    from stream_models import checkpoint
+
+    saved = checkpoint.load(path)
+    assert saved["offsets"] == first.committed == {(TOPIC, 0): 7, (TOPIC, 1): 7}
+    assert saved["domains"]["transactions"] == {"seen": 14}
+
+    processor = AmountProcessor()
+    second = FakeSource(records)
+    runner = make_runner(second, MemorySink(), processor=processor, checkpoint_path=path)
+    runner.restore()
+    assert processor.seen == 14
+    assert second.seeks == [{(TOPIC, 0): 7, (TOPIC, 1): 7}]
+
+
+def test_sigterm_finishes_the_batch_flushes_and_commits(tmp_path: Path) -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    source, sink = FakeSource(tx_records(50, partitions=1)), MemorySink()
+    processor = AmountProcessor(on_process=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    runner = make_runner(source, sink, processor=processor, max_records=10, checkpoint_path=tmp_path / "c.pt")
+    try:
+        runner.install_signal_handlers()
+        stats = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert stats.records == 10
+    assert source.committed == {(TOPIC, 0): 10}
+    assert [a.event_id for a in sink.alerts] == ["e0", "e5"]
+    assert (tmp_path / "c.pt").exists()
+
+
+def test_a_non_retriable_sink_error_stops_the_worker_without_committing() -> None:
+    class BrokenSink(MemorySink):
+        def flush(self) -> int:
+            raise ValueError("bad alert")
+
+    source = FakeSource(tx_records(10, partitions=1))
+    with pytest.raises(ValueError):
+        make_runner(source, BrokenSink()).run()
+    assert source.committed == {}
+
+
+def test_a_failed_commit_is_retried_with_the_next_one_and_does_not_stop_the_worker() -> None:
+    from ingest.errors import IngestError
+
+    class FlakyCommits(FakeSource):
+        failures = 1
+
+        def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise IngestError("coordinator moved", retriable=True)
+            super().commit(offsets)
+
+    source = FlakyCommits(tx_records(20, partitions=1))
+    stats = make_runner(source, MemorySink(), max_records=5).run()
+    assert source.committed == {(TOPIC, 0): 20}
+    assert stats.events == 20
+
+
+def test_structured_logs_are_one_json_object_per_line_with_their_fields() -> None:
+    import io
+    import json
+    import logging
+
+    from pipeline.observability import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("pipeline.runner")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=1)
+        make_runner(source, sink).run()
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    backoff = next(line for line in lines if line["msg"] == "flush failed, backing off")
+    assert backoff["level"] == "WARNING" and backoff["error"] == "redis down" and backoff["delay_s"] == 0.1
+    assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+
+
+def test_a_checkpoint_that_does_not_fit_the_models_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    from pipeline.errors import CheckpointMismatch
+    from stream_models import checkpoint
+
+    path = tmp_path / "c.pt"
+    checkpoint.save(path, {"format": 1, "offsets": {}, "domains": {"transactions": {"other": 1}}, "models": {}, "meta": {}})
+    runner = make_runner(FakeSource(tx_records(5)), MemorySink(), checkpoint_path=path)
+    with pytest.raises(CheckpointMismatch, match="does not fit the configured transactions models"):
+        runner.restore()
+
+
+def test_idle_time_only_counts_once_partitions_are_assigned() -> None:
+    class LateAssignment(FakeSource):
+        """No partitions for the first polls, as while a group waits out a dead member's session."""
+
+        waits = 3
+
+        def assignment(self) -> set[tuple[str, int]]:
+            return set() if self.waits else super().assignment()
+
+        def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+            if self.waits:
+                self.waits -= 1
+                if self.waits:
+                    return []
+            return super().poll(max_records, timeout_ms)  # assigned during this poll, records come with it
+
+        @property
+        def exhausted(self) -> bool:  # a live consumer never is
+            return False
+
+    source = LateAssignment(tx_records(12, partitions=1))
+    stats = make_runner(source, MemorySink(), idle_timeout_s=0.0).run()
+    assert stats.records == 12
+    assert source.committed == {(TOPIC, 0): 12}

@@ -1,0 +1,576 @@
+"""Per-card and per-terminal streaming features for payment transactions.
+
+The first 15 features are the Fraud Detection Handbook's (amount, weekend, night, card counts and
+mean amounts over 1/7/30 days, terminal counts and fraud risk over 1/7/30 days ending `label_delay`
+before the transaction). Then come extra features: the card's amount profile (mean, std, z-score,
+ratio of the previous 30 days), time since the card's last transaction, how often the card used
+this terminal before, the card's revealed frauds, hour/weekday, and fraud-run features of the
+terminal built from revealed labels only.
+
+A batch gives exactly the features of one-by-one processing: the batch is cut into "waves" in which
+each card (or terminal) appears once, so repeated cards see their earlier events of the same batch.
+Labels enter through `observe_labels`; a label only counts for events at or after its reveal time,
+and an unlabelled transaction counts as genuine once the label delay has passed.
+
+>>> from types import SimpleNamespace as Tx
+>>> f = TransactionFeatures()
+>>> keys, X = f.update_many([Tx(event_id="1", ts=0.0, card_id="c", terminal_id="t", amount=10.0),
+...                          Tx(event_id="2", ts=60.0, card_id="c", terminal_id="t", amount=30.0)])
+>>> keys, X.shape[0], float(X[1, f.feature_names.index("CUSTOMER_ID_AVG_AMOUNT_1DAY_WINDOW")])
+(['c', 'c'], 2, 20.0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stream_models.entity_store import partition_of
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class TransactionFeaturesConfig:
+    windows_days: tuple[int, ...] = (1, 7, 30)
+    label_delay_days: float = 7.0
+    profile_days: int = 30  # card amount profile and terminal-visit look-back
+    card_fraud_days: int = 14  # look-back for the card's revealed frauds
+    sequence_length: int = 5  # per-card sequence kept for sequence models; 0 disables it
+    max_cards: int = 2_000_000  # LRU bound on card states
+    max_terminals: int = 2_000_000  # LRU bound on terminal states
+    initial_capacity: int = 32  # events kept per entity; doubles when a window needs more
+    time_cap_days: float = 30.0  # cap for "time since" features
+
+    def __post_init__(self) -> None:
+        if not self.windows_days or min(self.windows_days) <= 0:
+            raise ValueError("windows_days must be positive")
+        if self.label_delay_days < 0 or self.sequence_length < 0:
+            raise ValueError("label_delay_days and sequence_length must be >= 0")
+        if self.max_cards < 2 or self.max_terminals < 2 or self.initial_capacity < 1:
+            raise ValueError("max_cards/max_terminals must be >= 2 and initial_capacity >= 1")
+
+
+class _History:
+    """Per-entity ring buffers of recent events, with an LRU bound on the number of entities."""
+
+    def __init__(self, fields: dict[str, tuple[np.dtype, float]], max_entities: int, capacity: int):
+        self.fields = fields  # name -> (dtype, fill value)
+        self.max_entities = max_entities
+        self.slot_of: dict[str, int] = {}
+        self.keys: list[str | None] = []
+        self.capacity = capacity
+        self.n_slots = 0
+        self.head = np.zeros(0, np.int64)  # events ever appended per slot
+        self.last_seen = np.zeros(0, np.float64)
+        self.data = {n: np.zeros((0, capacity), dt) for n, (dt, _) in fields.items()}
+        self.evictions = 0
+
+    def _grow_slots(self, n: int) -> None:
+        old = self.n_slots
+        self.head = np.concatenate([self.head, np.full(n - old, -1, np.int64)])  # -1: unused slot
+        self.last_seen = np.concatenate([self.last_seen, np.full(n - old, -np.inf)])
+        for name, (dt, fill) in self.fields.items():
+            pad = np.full((n - old, self.capacity), fill, dt)
+            self.data[name] = np.concatenate([self.data[name], pad])
+        self.keys.extend([None] * (n - old))
+        self.n_slots = n
+
+    def _clear(self, slots: np.ndarray) -> None:
+        self.head[slots] = -1
+        self.last_seen[slots] = -np.inf
+        for name, (_, fill) in self.fields.items():
+            self.data[name][slots] = fill
+
+    def slots(self, keys: Sequence[str], now: float) -> np.ndarray:
+        """Slot per key, creating slots for new keys (evicting least recently seen entities)."""
+        get = self.slot_of.get
+        out = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
+        missing = np.nonzero(out < 0)[0]
+        if len(missing):
+            new_keys = list(dict.fromkeys(keys[i] for i in missing))
+            free = np.flatnonzero(self.head[: self.n_slots] < 0)[: len(new_keys)].tolist()  # unused slots
+            need = len(new_keys) - len(free)
+            if need > 0:
+                room = self.max_entities - self.n_slots
+                if room > 0:
+                    start = self.n_slots
+                    self._grow_slots(min(self.max_entities, max(start + need, 2 * start, 64)))
+                    free += list(range(start, self.n_slots))[:need]
+                    need = len(new_keys) - len(free)
+                if need > 0:  # evict in bulk (1 % of the bound at least) so the sort is amortised
+                    victims = self._evict(max(need, self.max_entities // 100), protect=out[out >= 0])
+                    free += victims[:need]
+            if len(free) < len(new_keys):
+                raise ValueError("one batch holds more distinct entities than the LRU bound allows")
+            for key, slot in zip(new_keys, free, strict=False):
+                self.slot_of[key] = slot
+                self.keys[slot] = key
+            self.head[free] = 0
+            out[missing] = [self.slot_of[keys[i]] for i in missing]
+        self.last_seen[out] = now
+        return out
+
+    def _evict(self, n: int, protect: np.ndarray) -> list[int]:
+        last = self.last_seen.copy()
+        last[protect] = np.inf
+        last[self.head < 0] = np.inf  # already free
+        victims = np.argsort(last, kind="stable")[:n]
+        victims = victims[np.isfinite(last[victims])]
+        for s in victims:
+            del self.slot_of[self.keys[s]]
+            self.keys[s] = None
+        self._clear(victims)
+        self.evictions += n
+        return victims.tolist()
+
+    def drop(self, keys: Collection[str]) -> None:
+        victims = [self.slot_of.pop(k) for k in keys if k in self.slot_of]
+        for s in victims:
+            self.keys[s] = None
+        if victims:
+            self._clear(np.asarray(victims, np.int64))
+
+    def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        return {name: arr[slots] for name, arr in self.data.items()}  # each (n, C)
+
+    def append(self, slots: np.ndarray, values: dict[str, np.ndarray], keep_after: float) -> np.ndarray:
+        """Append one event per (unique) slot; returns each event's absolute index in its slot."""
+        cap = self.capacity
+        k = self.head[slots]
+        pos = k % cap
+        old_ts = self.data["ts"][slots, pos]
+        if ((k >= cap) & (old_ts > keep_after)).any():  # would overwrite an event still in a window
+            self._grow_capacity()
+            return self.append(slots, values, keep_after)
+        for name, v in values.items():
+            self.data[name][slots, pos] = v
+        self.head[slots] = k + 1
+        return k
+
+    def _grow_capacity(self) -> None:
+        cap, new_cap = self.capacity, self.capacity * 2
+        p = np.arange(cap)[None, :]
+        h = self.head[:, None]
+        k = h - 1 - ((h - 1 - p) % cap)  # (S, C) absolute index stored at each position
+        valid = k >= 0
+        rows = np.broadcast_to(np.arange(self.n_slots)[:, None], k.shape)[valid]
+        new_pos = (k % new_cap)[valid]
+        for name, (dt, fill) in self.fields.items():
+            new = np.full((self.n_slots, new_cap), fill, dt)
+            new[rows, new_pos] = self.data[name][valid]
+            self.data[name] = new
+        self.capacity = new_cap
+
+    def position(self, slots: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return k % self.capacity
+
+    def state(self, slots: np.ndarray | None = None) -> dict[str, Any]:
+        sel = np.arange(self.n_slots) if slots is None else slots
+        sel = sel[[self.keys[s] is not None for s in sel]] if len(sel) else sel
+        return {
+            "keys": [self.keys[s] for s in sel],
+            "slots": torch.from_numpy(np.asarray(sel, np.int64)),
+            "capacity": self.capacity,
+            "head": torch.from_numpy(self.head[sel].copy()),
+            "last_seen": torch.from_numpy(self.last_seen[sel].copy()),
+            "data": {n: torch.from_numpy(a[sel].copy()) for n, a in self.data.items()},
+        }
+
+    def load(self, state: dict[str, Any], merge: bool = False) -> dict[int, int]:
+        """Load entities; returns {old slot index in the state: new slot}."""
+        if not merge:
+            self.slot_of, self.keys, self.n_slots = {}, [], 0
+            self.head = np.zeros(0, np.int64)
+            self.last_seen = np.zeros(0, np.float64)
+            self.capacity = int(state["capacity"])
+            self.data = {n: np.zeros((0, self.capacity), dt) for n, (dt, _) in self.fields.items()}
+        while self.capacity < int(state["capacity"]):
+            self._grow_capacity()
+        keys = list(state["keys"])
+        if not keys:
+            return {}
+        self.drop(keys)
+        slots = self.slots(keys, now=-np.inf)
+        head = state["head"].numpy()
+        self.head[slots] = head
+        self.last_seen[slots] = state["last_seen"].numpy()
+        src_cap = int(state["capacity"])
+        p = np.arange(src_cap)[None, :]
+        h = head[:, None]
+        k = h - 1 - ((h - 1 - p) % src_cap)
+        valid = k >= 0
+        rows = np.broadcast_to(slots[:, None], k.shape)[valid]
+        new_pos = (k % self.capacity)[valid]
+        for name in self.fields:
+            self.data[name][rows, new_pos] = state["data"][name].numpy()[valid]
+        return dict(enumerate(slots.tolist()))
+
+
+def _ranks(slots: np.ndarray) -> np.ndarray:
+    """Rank of each event among the earlier events of the batch with the same slot."""
+    order = np.argsort(slots, kind="stable")
+    s = slots[order]
+    start = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
+    group_start = np.repeat(start, np.diff(np.r_[start, len(s)]))
+    rank = np.empty(len(slots), np.int64)
+    rank[order] = np.arange(len(s)) - group_start
+    return rank
+
+
+def _waves(slots: np.ndarray) -> list[np.ndarray]:
+    rank = _ranks(slots)
+    return [np.nonzero(rank == w)[0] for w in range(int(rank.max()) + 1)] if len(slots) else []
+
+
+def _hash_ids(ids: Sequence[str]) -> np.ndarray:
+    """Stable 64-bit ids (the built-in hash() is salted per process and would break restores)."""
+    blake = hashlib.blake2b
+    return np.fromiter((int.from_bytes(blake(x.encode(), digest_size=8).digest(), "little", signed=True)
+                        for x in ids), np.int64, len(ids))
+
+
+class TransactionFeatures:
+    """Streaming feature state; `update_many(events) -> (card keys, X (B, F) float32)`."""
+
+    def __init__(self, config: TransactionFeaturesConfig | None = None):
+        self.config = config or TransactionFeaturesConfig()
+        c = self.config
+        self._delay = c.label_delay_days * DAY
+        self._card_horizon = max(max(c.windows_days), c.profile_days, c.card_fraud_days) * DAY
+        self._term_horizon = max(c.windows_days) * DAY + self._delay
+        self._label_horizon = max(self._card_horizon, self._term_horizon)  # older labels are ignored
+        self._latest_ts = -np.inf
+        label_fields = {"seq": (np.dtype(np.int64), -1), "fraud": (np.dtype(np.int8), 0),
+                        "label_ts": (np.dtype(np.float64), np.inf)}
+        self._cards = _History(
+            {"ts": (np.dtype(np.float64), -np.inf), "amount": (np.dtype(np.float64), 0.0),
+             "terminal": (np.dtype(np.int64), 0), **label_fields},
+            c.max_cards, c.initial_capacity)
+        self._terms = _History({"ts": (np.dtype(np.float64), -np.inf), **label_fields},
+                               c.max_terminals, c.initial_capacity)
+        self.feature_names = self._names()
+        n_feat = len(self.feature_names)
+        self._seq = np.zeros((0, c.sequence_length, n_feat), np.float32)  # (S, T, F) per card slot
+        self._seq_count = np.zeros(0, np.int64)
+        # event id -> seq; per-seq (card slot, card index, terminal slot, terminal index, ts)
+        self._event_seq: dict[str, int] = {}
+        self._event_batches: deque[tuple[float, list[str]]] = deque()
+        self._ev = np.zeros((1024, 5), np.float64)
+        self._next_seq = 0
+        self.last_sequences: np.ndarray | None = None  # (B, T, F) of the last batch
+
+    # ---- names -------------------------------------------------------------------------------
+    def _names(self) -> list[str]:
+        w = self.config.windows_days
+        names = ["TX_AMOUNT", "TX_DURING_WEEKEND", "TX_DURING_NIGHT"]
+        for d in w:
+            names += [f"CUSTOMER_ID_NB_TX_{d}DAY_WINDOW", f"CUSTOMER_ID_AVG_AMOUNT_{d}DAY_WINDOW"]
+        for d in w:
+            names += [f"TERMINAL_ID_NB_TX_{d}DAY_WINDOW", f"TERMINAL_ID_RISK_{d}DAY_WINDOW"]
+        names += ["CARD_AMOUNT_MEAN_PREV", "CARD_AMOUNT_STD_PREV", "CARD_AMOUNT_ZSCORE",
+                  "CARD_AMOUNT_RATIO", "CARD_LOG_SECONDS_SINCE_LAST", "CARD_TERMINAL_VISITS",
+                  "CARD_REVEALED_FRAUDS", "HOUR_SIN", "HOUR_COS", "WEEKDAY",
+                  "TERMINAL_FRAUD_RUN_LENGTH", "TERMINAL_FRAUD_RUN_AGE_DAYS",
+                  "TERMINAL_DAYS_SINCE_REVEALED_FRAUD", "TERMINAL_LAST_LABEL_FRAUD",
+                  "CARD_AMOUNT_MEDIAN_RATIO", "LOG_AMOUNT"]
+        return names
+
+    @property
+    def book_feature_names(self) -> list[str]:
+        return self.feature_names[: 3 + 4 * len(self.config.windows_days)]
+
+    # ---- update ------------------------------------------------------------------------------
+    def update_many(self, events: Sequence[Any]) -> tuple[list[str], np.ndarray]:
+        """Features of each event (state updated in arrival order). X: (B, F) float32."""
+        ids = [str(e.event_id) for e in events]
+        cards = [str(e.card_id) for e in events]
+        terms = [str(e.terminal_id) for e in events]
+        ts = np.fromiter((e.ts for e in events), np.float64, len(events))
+        amount = np.fromiter((e.amount for e in events), np.float64, len(events))
+        return cards, self.update_arrays(ids, ts, cards, terms, amount)
+
+    def update_arrays(self, event_ids: Sequence[str], ts: np.ndarray, card_ids: Sequence[str],
+                      terminal_ids: Sequence[str], amount: np.ndarray) -> np.ndarray:
+        """Column form of `update_many`: returns X (B, F) float32."""
+        B = len(event_ids)
+        c = self.config
+        X = np.zeros((B, len(self.feature_names)), np.float64)
+        if B == 0:
+            self.last_sequences = np.zeros((0, c.sequence_length, X.shape[1]), np.float32)
+            return X.astype(np.float32)
+        ts = np.asarray(ts, np.float64)
+        amount = np.asarray(amount, np.float64)
+        now = float(ts.max())
+        seq = np.arange(self._next_seq, self._next_seq + B)
+        self._next_seq += B
+        t_min = float(ts.min())
+        card_slot = self._cards.slots(card_ids, now)
+        term_slot = self._terms.slots(terminal_ids, now)
+        self._fit_seq_store()
+        term_hash = _hash_ids(terminal_ids)
+
+        sec = np.mod(ts, DAY)
+        weekday = np.mod(np.floor(ts / DAY) + 3, 7)  # 1970-01-01 was a Thursday (Monday = 0)
+        X[:, 0] = amount
+        X[:, 1] = weekday >= 5
+        X[:, 2] = np.floor(sec / 3600) <= 6
+        nw = len(c.windows_days)
+        extra = 3 + 4 * nw
+        X[:, extra + 7] = np.sin(2 * np.pi * sec / DAY)
+        X[:, extra + 8] = np.cos(2 * np.pi * sec / DAY)
+        X[:, extra + 9] = weekday
+        X[:, extra + 15] = np.log1p(np.maximum(amount, 0.0))
+
+        card_k = np.zeros(B, np.int64)
+        for idx in _waves(card_slot):
+            s = card_slot[idx]
+            self._card_features(X, idx, self._cards.gather(s), ts[idx], amount[idx], term_hash[idx])
+            card_k[idx] = self._cards.append(
+                s, {"ts": ts[idx], "amount": amount[idx], "terminal": term_hash[idx], "seq": seq[idx],
+                    "fraud": 0, "label_ts": np.inf}, keep_after=t_min - self._card_horizon)
+        term_k = np.zeros(B, np.int64)
+        for idx in _waves(term_slot):
+            s = term_slot[idx]
+            self._terminal_features(X, idx, self._terms.gather(s), ts[idx])
+            term_k[idx] = self._terms.append(
+                s, {"ts": ts[idx], "seq": seq[idx], "fraud": 0, "label_ts": np.inf},
+                keep_after=t_min - self._term_horizon)
+        X32 = X.astype(np.float32)
+        self._remember(event_ids, seq, card_slot, card_k, term_slot, term_k, ts)
+        if c.sequence_length:
+            self.last_sequences = self._sequences(card_slot, X32)
+        return X32
+
+    def _card_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
+                       t: np.ndarray, a: np.ndarray, term: np.ndarray) -> None:
+        c = self.config
+        hts, hamt = H["ts"], H["amount"]  # (n, C) earlier events of each card
+        tc = t[:, None]
+        for j, d in enumerate(c.windows_days):
+            m = hts > tc - d * DAY
+            cnt = m.sum(1) + 1
+            X[idx, 3 + 2 * j] = cnt
+            X[idx, 4 + 2 * j] = (np.where(m, hamt, 0.0).sum(1) + a) / cnt
+        e = 3 + 4 * len(c.windows_days)
+        m = hts > tc - c.profile_days * DAY
+        n = m.sum(1)
+        mean = np.where(m, hamt, 0.0).sum(1) / np.maximum(n, 1)
+        var = np.where(m, (hamt - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
+        std = np.sqrt(var)
+        has = n >= 1
+        X[idx, e] = np.where(has, mean, a)
+        X[idx, e + 1] = std
+        floor = np.maximum(0.1 * np.abs(mean), 1.0)
+        X[idx, e + 2] = np.where(n >= 2, (a - mean) / np.maximum(std, floor), 0.0)
+        X[idx, e + 3] = np.where(has, a / np.maximum(mean, 1.0), 1.0)
+        srt = np.sort(np.where(m, hamt, np.inf), axis=1)  # window amounts first, ascending
+        rows = np.arange(len(n))
+        med = 0.5 * (srt[rows, np.maximum(n - 1, 0) // 2] + srt[rows, np.maximum(n, 1) // 2 - (n == 0)])
+        X[idx, e + 14] = np.where(has, a / np.maximum(med, 1.0), 1.0)
+        last = hts.max(1)
+        since = np.minimum(np.where(np.isfinite(last), t - last, np.inf), c.time_cap_days * DAY)
+        X[idx, e + 4] = np.log1p(since)
+        X[idx, e + 5] = (m & (H["terminal"] == term[:, None])).sum(1)
+        recent = hts > tc - c.card_fraud_days * DAY
+        X[idx, e + 6] = (recent & (H["fraud"] == 1) & (H["label_ts"] <= tc)).sum(1)
+
+    def _terminal_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
+                           t: np.ndarray) -> None:
+        c = self.config
+        hts = H["ts"]  # (n, C) earlier events of each terminal
+        tc = t[:, None]
+        in_horizon = hts > tc - self._term_horizon  # older entries may or may not still be stored
+        known_fraud = (H["fraud"] == 1) & (H["label_ts"] <= tc) & in_horizon
+        before_delay = hts <= tc - self._delay
+        off = 3 + 2 * len(c.windows_days)
+        for j, d in enumerate(c.windows_days):
+            m = before_delay & (hts > tc - (d * DAY + self._delay))
+            nb = m.sum(1)
+            fr = (m & known_fraud).sum(1)
+            X[idx, off + 2 * j] = nb
+            X[idx, off + 2 * j + 1] = np.where(nb > 0, fr / np.maximum(nb, 1), 0.0)
+        e = 3 + 4 * len(c.windows_days)
+        revealed = (before_delay & in_horizon) | known_fraud
+        hseq = H["seq"]
+        last_genuine = np.where(revealed & ~known_fraud, hseq, -1).max(1)
+        run = known_fraud & (hseq > last_genuine[:, None])
+        X[idx, e + 10] = run.sum(1)
+        run_start = np.where(run, hts, np.inf).min(1)
+        cap = c.time_cap_days
+        X[idx, e + 11] = np.where(np.isfinite(run_start), np.minimum((t - run_start) / DAY, cap), 0.0)
+        last_fraud = np.where(known_fraud, hts, -np.inf).max(1)
+        X[idx, e + 12] = np.where(np.isfinite(last_fraud), np.minimum((t - last_fraud) / DAY, cap), cap)
+        last_rev = np.where(revealed, hseq, -1).max(1)
+        X[idx, e + 13] = ((hseq == last_rev[:, None]) & known_fraud & (last_rev[:, None] >= 0)).any(1)
+
+    # ---- sequences ---------------------------------------------------------------------------
+    def _fit_seq_store(self) -> None:
+        n = self._cards.n_slots
+        T = self.config.sequence_length
+        if T and self._seq.shape[0] < n:
+            pad = n - self._seq.shape[0]
+            self._seq = np.concatenate([self._seq, np.zeros((pad, T, self._seq.shape[2]), np.float32)])
+            self._seq_count = np.concatenate([self._seq_count, np.zeros(pad, np.int64)])
+        if T and self._cards.evictions:  # cleared card slots start a fresh sequence
+            fresh = self._cards.head[: len(self._seq_count)] == 0
+            self._seq_count[fresh] = 0
+
+    def _sequences(self, card_slot: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """(B, T, F): the card's last T feature rows ending with this event; padded with the oldest."""
+        T = self.config.sequence_length
+        out = np.empty((len(card_slot), T, X.shape[1]), np.float32)
+        for idx in _waves(card_slot):
+            s = card_slot[idx]
+            window = np.concatenate([self._seq[s][:, 1:], X[idx][:, None, :]], axis=1)  # (n, T, F)
+            count = np.minimum(self._seq_count[s] + 1, T)
+            first = T - count  # positions before `first` are padding
+            pos = np.maximum(np.arange(T)[None, :], first[:, None])
+            window = np.take_along_axis(window, pos[:, :, None], axis=1)
+            self._seq[s] = window
+            self._seq_count[s] = count
+            out[idx] = window
+        return out
+
+    # ---- labels ------------------------------------------------------------------------------
+    def _remember(self, ids: Sequence[str], seq: np.ndarray, cs: np.ndarray, ck: np.ndarray,
+                  tsl: np.ndarray, tk: np.ndarray, ts: np.ndarray) -> None:
+        while self._next_seq - self._oldest_live_seq() > len(self._ev):
+            self._grow_event_ring()
+        rows = seq % len(self._ev)
+        self._ev[rows] = np.stack([cs, ck, tsl, tk, ts], axis=1)
+        self._event_seq.update(zip(ids, seq.tolist(), strict=True))
+        self._event_batches.append((float(ts.max()), list(ids)))
+        self._latest_ts = max(self._latest_ts, float(ts.max()))
+        horizon = self._latest_ts - self._label_horizon - DAY
+        while self._event_batches and self._event_batches[0][0] < horizon:
+            for i in self._event_batches.popleft()[1]:
+                self._event_seq.pop(i, None)
+
+    def _oldest_live_seq(self) -> int:
+        if not self._event_batches:
+            return self._next_seq
+        first = self._event_batches[0][1]
+        return self._event_seq.get(first[0], self._next_seq) if first else self._next_seq
+
+    def _grow_event_ring(self) -> None:
+        G = len(self._ev)
+        new = np.zeros((2 * G, 5), np.float64)
+        lo = max(self._next_seq - G, 0)
+        s = np.arange(lo, self._next_seq)
+        new[s % (2 * G)] = self._ev[s % G]
+        self._ev = new
+
+    def observe_labels(self, event_ids: Sequence[str], labels: Sequence[int] | np.ndarray,
+                       label_ts: Sequence[float] | np.ndarray | float) -> int:
+        """Record delayed labels (1 = fraud); each counts only for events at or after `label_ts`.
+
+        Returns how many labels matched a remembered event (older events are forgotten).
+        """
+        labels = np.asarray(labels, np.int8).reshape(-1)
+        lts = np.broadcast_to(np.asarray(label_ts, np.float64), labels.shape)
+        seqs = np.fromiter((self._event_seq.get(str(i), -1) for i in event_ids), np.int64, len(labels))
+        ok = seqs >= 0
+        ev = self._ev[seqs % len(self._ev)]
+        ok &= ev[:, 4] >= self._latest_ts - self._label_horizon  # same rule however the stream was batched
+        seqs, labels, lts, ev = seqs[ok], labels[ok], lts[ok], ev[ok]
+        for store, col in ((self._cards, 0), (self._terms, 2)):
+            slot = ev[:, col].astype(np.int64)
+            pos = store.position(slot, ev[:, col + 1].astype(np.int64))
+            same = store.data["seq"][slot, pos] == seqs  # still stored (not evicted or overwritten)
+            store.data["fraud"][slot[same], pos[same]] = labels[same]
+            store.data["label_ts"][slot[same], pos[same]] = lts[same]
+        return int(ok.sum())
+
+    # ---- state -------------------------------------------------------------------------------
+    def card_ids(self, partitions: Collection[int] | None = None, n_partitions: int | None = None) -> list[str]:
+        """Cards held in state; with `partitions`, only those Kafka's default partitioner (murmur2
+        of the card id, the topic key) puts in one of `partitions` out of `n_partitions`."""
+        keys = list(self._cards.slot_of)
+        if partitions is None:
+            return keys
+        if not n_partitions:
+            raise ValueError("n_partitions is needed with partitions")
+        wanted = set(partitions)
+        return [k for k in keys if partition_of(k, n_partitions) in wanted]
+
+    def drop_cards(self, card_ids: Collection[str]) -> None:
+        """Forget cards (e.g. when their partition moves to another worker)."""
+        slots = [self._cards.slot_of[k] for k in card_ids if k in self._cards.slot_of]
+        self._cards.drop(card_ids)
+        if slots and self.config.sequence_length:
+            self._seq_count[slots] = 0
+
+    def snapshot(self, card_ids: Collection[str] | None = None) -> dict[str, Any]:
+        """State as tensors/lists (loadable with torch.load(weights_only=True)).
+
+        With `card_ids`, only those cards (e.g. one Kafka partition's) plus all terminals.
+        """
+        cards = None
+        if card_ids is not None:
+            cards = np.asarray([self._cards.slot_of[k] for k in card_ids if k in self._cards.slot_of],
+                               np.int64)
+        card_state = self._cards.state(cards)
+        sel = np.asarray([self._cards.slot_of[k] for k in card_state["keys"]], np.int64)
+        state: dict[str, Any] = {
+            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
+            "cards": card_state,
+            "terminals": self._terms.state(),
+            "next_seq": self._next_seq,
+            "latest_ts": float(self._latest_ts),
+        }
+        if card_ids is None:  # label bookkeeping: which stored event each recent event id is
+            ids = [i for _, batch in self._event_batches for i in batch if i in self._event_seq]
+            seqs = np.asarray([self._event_seq[i] for i in ids], np.int64)
+            state["events"] = {"ids": ids, "seq": torch.from_numpy(seqs),
+                               "rows": torch.from_numpy(self._ev[seqs % len(self._ev)])}
+        if self.config.sequence_length:
+            state["seq"] = torch.from_numpy(self._seq[sel].copy())
+            state["seq_count"] = torch.from_numpy(self._seq_count[sel].copy())
+        return state
+
+    def restore(self, state: dict[str, Any], merge_cards: bool = False) -> None:
+        """Load a snapshot; with `merge_cards`, add its cards to the current state instead."""
+        if not merge_cards:
+            self.__init__(TransactionFeaturesConfig(**{  # type: ignore[misc]
+                k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}))
+            self._terms.load(state["terminals"])
+        slot_map = self._cards.load(state["cards"], merge=merge_cards)
+        self._next_seq = max(self._next_seq, int(state["next_seq"]))
+        self._latest_ts = max(self._latest_ts, float(state["latest_ts"]))
+        self._fit_seq_store()
+        if self.config.sequence_length and slot_map:
+            new = np.asarray(list(slot_map.values()), np.int64)
+            self._seq[new] = state["seq"].numpy()
+            self._seq_count[new] = state["seq_count"].numpy()
+        if not merge_cards and "events" in state:
+            self._load_events(state)
+
+    def _load_events(self, state: dict[str, Any]) -> None:
+        maps = []
+        for store, part in ((self._cards, state["cards"]), (self._terms, state["terminals"])):
+            old = part["slots"].numpy()
+            lut = np.full(int(old.max()) + 1 if len(old) else 1, -1, np.int64)
+            lut[old] = [store.slot_of[k] for k in part["keys"]]
+            maps.append(lut)
+        ids, seqs, rows = state["events"]["ids"], state["events"]["seq"].numpy(), state["events"]["rows"].numpy()
+        if not ids:
+            return
+        rows = rows.copy()
+        for col, lut in ((0, maps[0]), (2, maps[1])):
+            old = rows[:, col].astype(np.int64)
+            rows[:, col] = np.where(old < len(lut), lut[np.minimum(old, len(lut) - 1)], -1)
+        keep = (rows[:, 0] >= 0) & (rows[:, 2] >= 0)
+        while self._next_seq - int(seqs.min()) > len(self._ev):
+            self._grow_event_ring()
+        self._ev[seqs[keep] % len(self._ev)] = rows[keep]
+        kept = [i for i, k in zip(ids, keep, strict=True) if k]
+        self._event_seq.update(zip(kept, seqs[keep].tolist(), strict=True))
+        self._event_batches.append((float(rows[:, 4].max()), kept))
+

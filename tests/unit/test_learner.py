@@ -1,0 +1,172 @@
+"""OnlineLearner: delayed labels, normal-only learning for unsupervised models, cadence, balanced
+replay, the drift LR boost, and state round trips."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from stream_models.errors import ModelError
+from stream_models.learner import OnlineLearner, OnlineLearnerConfig
+from stream_models.mlp_classifier import MLPClassifier, MLPClassifierConfig
+
+DAY = 86_400.0
+
+
+class Recorder:
+    """A detector that remembers what it was taught (rows are tagged by their first feature)."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[np.ndarray, np.ndarray | None]] = []
+        self.lr = 0.01
+
+    def learn_many(self, X, y=None):
+        self.batches.append((np.asarray(X).copy(), None if y is None else np.asarray(y).copy()))
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.lr = lr
+
+    def taught(self) -> dict[int, set]:
+        out: dict[int, set] = {}
+        for X, y in self.batches:
+            for i, tag in enumerate(X[:, 0].astype(int)):
+                out.setdefault(int(tag), set()).add(None if y is None else int(y[i]))
+        return out
+
+
+def rows(tags) -> np.ndarray:
+    return np.column_stack([np.asarray(tags, np.float32), np.zeros(len(tags), np.float32)])
+
+
+def cfg(**kw) -> OnlineLearnerConfig:
+    base = {"label_delay_s": 7 * DAY, "update_every_events": 1, "steps_per_update": 20, "batch_size": 50}
+    return OnlineLearnerConfig(**{**base, **kw})
+
+
+def test_supervised_learning_waits_for_the_label_delay_and_unlabelled_means_genuine():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg())
+    ol.observe(rows([1, 2, 3]), event_ids=["a", "b", "c"], ts=np.array([0.0, 10.0, 3 * DAY]))
+    ol.observe_labels(["a"], [1])
+    assert ol.maybe_update(now_ts=6 * DAY) == 0 and det.batches == []  # nothing is ripe yet
+    assert ol.maybe_update(now_ts=7 * DAY + 10) == 20
+    assert det.taught() == {1: {1}, 2: {0}}  # b had no label after 7 days: genuine; c is not ripe
+    assert ol.pending == 1
+
+
+def test_labels_say_otherwise_flagged_events_are_learned_by_the_autoencoder_only_when_genuine():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(supervised=False))
+    flags = np.array([False, True, True, False])
+    ol.observe(rows([1, 2, 3, 4]), flags, event_ids=["a", "b", "c", "d"], ts=np.zeros(4))
+    ol.observe_labels(["c", "d"], [1, 1])  # d was judged normal but turns out to be a fraud
+    ol.maybe_update(now_ts=1.0)
+    assert set(det.taught()) == {1, 4}  # normal-by-threshold rows are learned at once (d: label came too late)
+    det.batches.clear()
+    ol.observe(rows([5]), np.array([False]), event_ids=["e"], ts=np.array([8 * DAY]))
+    ol.maybe_update(now_ts=8 * DAY)
+    assert 2 in det.taught() and 3 not in det.taught()  # b: no fraud label -> normal; c: a fraud, never
+    assert all(y is None for X, y in det.batches)  # unsupervised: no labels passed
+
+
+def test_a_known_fraud_label_keeps_a_normal_looking_event_out_of_the_autoencoder():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(supervised=False))
+    ol.observe(rows([1, 2]), np.array([False, False]), np.array([1, -1]), event_ids=["a", "b"], ts=np.zeros(2))
+    ol.maybe_update(now_ts=8 * DAY)
+    assert set(det.taught()) == {2}
+
+
+def test_cadence_counts_events_between_updates():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(label_delay_s=0.0, update_every_events=100, steps_per_update=2))
+    steps = []
+    for i in range(10):
+        ol.observe(rows(np.arange(30) + 30 * i), ts=np.full(30, float(i)))
+        steps.append(ol.maybe_update())
+    assert steps == [0, 0, 0, 2, 0, 0, 2, 0, 0, 2]
+    assert ol.updates == 3
+
+
+def test_wall_clock_cadence_updates_even_when_few_events_arrive():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(label_delay_s=0.0, update_every_events=10_000, update_every_ms=0.0,
+                                steps_per_update=1))
+    ol.observe(rows([1]), ts=np.array([0.0]))
+    assert ol.maybe_update() == 1
+
+
+def test_balanced_replay_puts_frauds_in_every_minibatch():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(label_delay_s=0.0, positive_fraction=0.25, batch_size=40, steps_per_update=5))
+    tags = np.arange(1000)
+    ol.observe(rows(tags), labels=(tags < 5).astype(int), ts=np.zeros(1000))
+    ol.maybe_update(now_ts=1.0)
+    for _, y in det.batches:
+        assert y.sum() >= 10 and len(y) == 40
+
+
+def test_replay_keeps_only_the_most_recent_events():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(label_delay_s=0.0, replay_capacity=100, steps_per_update=30, batch_size=100))
+    ol.observe(rows(np.arange(500)), ts=np.zeros(500))
+    ol.maybe_update(now_ts=1.0)
+    assert min(det.taught()) >= 400
+
+
+def test_drift_boost_raises_the_learning_rate_then_decays_back():
+    det = Recorder()
+    ol = OnlineLearner(det, cfg(label_delay_s=0.0, lr_boost_factor=4.0, lr_boost_events=200, steps_per_update=1,
+                                batch_size=50))
+    ol.observe(rows(np.arange(10)), ts=np.zeros(10))
+    ol.maybe_update()
+    assert det.lr == pytest.approx(0.01)
+    ol.boost_lr()
+    lrs = []
+    for i in range(6):
+        ol.observe(rows([i]), ts=np.zeros(1))
+        ol.maybe_update()
+        lrs.append(det.lr)
+    assert lrs[0] == pytest.approx(0.04)
+    assert all(a > b for a, b in zip(lrs[:4], lrs[1:4], strict=False)) and lrs[-1] == pytest.approx(0.01)
+
+
+def test_state_round_trip_continues_identically():
+    def make():
+        det = MLPClassifier(["a", "b"], MLPClassifierConfig(hidden=(8,), seed=0))
+        return det, OnlineLearner(det, cfg(label_delay_s=5.0, steps_per_update=3, batch_size=16, seed=1))
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)).astype(np.float32)
+    ids = [str(i) for i in range(200)]
+    ts = np.arange(200, dtype=np.float64)
+    det_a, a = make()
+    a.observe(X[:100], event_ids=ids[:100], ts=ts[:100])
+    a.observe_labels(["3", "150"], [1, 1])
+    a.maybe_update()
+    buf = io.BytesIO()
+    torch.save({"learner": a.state_dict(), "model": det_a.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=True)
+    det_b, b = make()
+    det_b.load_state_dict(saved["model"])
+    b.load_state_dict(saved["learner"])
+    for ol in (a, b):
+        ol.observe(X[100:], event_ids=ids[100:], ts=ts[100:])
+        ol.maybe_update()
+    np.testing.assert_array_equal(det_a.score_many(X), det_b.score_many(X))
+    assert b.pending == a.pending
+
+
+def test_config_is_checked():
+    with pytest.raises(ModelError):
+        OnlineLearnerConfig(positive_fraction=1.0)
+    with pytest.raises(ModelError):
+        OnlineLearnerConfig(update_every_events=0)

@@ -262,6 +262,13 @@ def fmt(values: list[float]) -> str:
 
 
 # ---- main ---------------------------------------------------------------------------------------
+LABEL_DERIVED = {
+    "TERMINAL_ID_RISK_1DAY_WINDOW", "TERMINAL_ID_RISK_7DAY_WINDOW", "TERMINAL_ID_RISK_30DAY_WINDOW",
+    "CARD_REVEALED_FRAUDS", "TERMINAL_FRAUD_RUN_LENGTH", "TERMINAL_FRAUD_RUN_AGE_DAYS",
+    "TERMINAL_DAYS_SINCE_REVEALED_FRAUD", "TERMINAL_LAST_LABEL_FRAUD",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--check-features", action="store_true")
@@ -303,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         arr = S if setup.kind == "lstm" else X
         if setup.features == "book":
             return arr[..., :15], names[:15]
+        if setup.features == "unlabelled":  # no feature derived from labels: a truly label-free model
+            keep = [i for i, n in enumerate(names) if n not in LABEL_DERIVED]
+            return arr[..., keep], [names[i] for i in keep]
         return arr, names
 
     if args.select:

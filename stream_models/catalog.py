@@ -34,7 +34,6 @@ _MODULES: tuple[str, ...] = (
     "stream_models.lstm_autoencoder",
     "stream_models.lstm_forecaster",
     "stream_models.sensor_autoencoder",
-    "stream_models.fraud_detector",
 )
 
 DETECTORS: dict[str, Callable[..., Detector]] = {}

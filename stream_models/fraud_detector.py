@@ -43,11 +43,14 @@ class FraudDetector:
 
     def __init__(self, feature_names: Sequence[str] | None = None, config: FraudDetectorConfig | None = None,
                  *, n_features: int | None = None, seed: int | None = None,
-                 ae_hidden: tuple[int, ...] | None = None, mlp_hidden: tuple[int, ...] | None = None) -> None:
+                 ae_hidden: tuple[int, ...] | None = None, mlp_hidden: tuple[int, ...] | None = None,
+                 device: str | None = None) -> None:
         cfg = config or FraudDetectorConfig()
         ae, mlp = cfg.ae, cfg.mlp
         if seed is not None:
             ae, mlp = dataclasses.replace(ae, seed=seed), dataclasses.replace(mlp, seed=seed)
+        if device is not None:
+            ae, mlp = dataclasses.replace(ae, device=device), dataclasses.replace(mlp, device=device)
         if ae_hidden is not None:
             ae = dataclasses.replace(ae, hidden=tuple(ae_hidden))
         if mlp_hidden is not None:

@@ -154,19 +154,7 @@ class BatchConsumer:
             raise _wrap_kafka_error(e, "poll failed") from e
         out: list[Record] = []
         for messages in batches.values():
-            out.extend(
-                [
-                    Record(
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                        m.timestamp,
-                        m.key,
-                        b"" if m.value is None else m.value,
-                    )
-                    for m in messages
-                ]
-            )
+            out.extend([Record.from_kafka(m) for m in messages])
         return out
 
     def commit(self, offsets: Mapping[TopicPartitionKey, int]) -> None:

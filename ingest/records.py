@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,11 @@ class Record:
     @property
     def topic_partition(self) -> tuple[str, int]:
         return (self.topic, self.partition)
+
+    @classmethod
+    def from_kafka(cls, m: Any) -> Record:
+        """From a kafka-python ConsumerRecord (a tombstone's None value becomes b"")."""
+        return cls(m.topic, m.partition, m.offset, m.timestamp, m.key, b"" if m.value is None else m.value)
 
 
 def next_offsets(records: list[Record]) -> dict[tuple[str, int], int]:

@@ -539,16 +539,7 @@ class KafkaRangeSource:
                     hi_ts is not None and m.timestamp >= hi_ts
                 ):
                     continue
-                out.append(
-                    Record(
-                        m.topic,
-                        m.partition,
-                        m.offset,
-                        m.timestamp,
-                        m.key,
-                        b"" if m.value is None else m.value,
-                    )
-                )
+                out.append(Record.from_kafka(m))
         for tp in self._tps:
             if tp not in self._done and self._consumer.position(tp) >= self._end[tp]:
                 self._done.add(tp)

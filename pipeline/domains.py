@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -63,6 +63,20 @@ class TransactionFeaturizer:
     def restore(self, state: dict[str, Any]) -> None:
         self.features.restore(state)
 
+    def keys_of(self, partition: int, n_partitions: int) -> list[str]:
+        """Cards Kafka's default partitioner puts in `partition` (the topic is keyed by card id)."""
+        return self.features.card_ids([partition], n_partitions)
+
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]:
+        """The cards of one partition (terminal features are not partitioned like cards: they stay per worker)."""
+        return self.features.snapshot(card_ids=self.keys_of(partition, n_partitions))
+
+    def restore_partition(self, state: dict[str, Any]) -> None:
+        self.features.restore(state, merge_cards=True)
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None:
+        self.features.drop_cards(self.keys_of(partition, n_partitions))
+
 
 class SensorFeaturizer:
     """Per-device normalised windows (B, W, C); a window is ready once W readings exist."""
@@ -87,6 +101,20 @@ class SensorFeaturizer:
 
     def restore(self, state: dict[str, Any]) -> None:
         self.windows.restore(state)
+
+    def _partitioned(self, n_partitions: int) -> Any:
+        if self.windows.config.num_partitions != n_partitions:
+            self.windows.config = replace(self.windows.config, num_partitions=n_partitions)
+        return self.windows
+
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]:
+        return self._partitioned(n_partitions).snapshot(partitions=[partition])
+
+    def restore_partition(self, state: dict[str, Any]) -> None:
+        self.windows.restore(state, merge=True)
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None:
+        self._partitioned(n_partitions).drop_partitions([partition])
 
 
 # ------------------------------------------------------------------------------ detectors
@@ -367,6 +395,46 @@ class StreamProcessor:
             self.board.observe_labels(ids, ys)
             for c in self.board.contenders.values():
                 c.learner.observe_labels(ids, ys)
+
+    # -------------------------------------------------------------------------- models
+    def detectors(self) -> dict[str, Any]:
+        """name -> detector of every contender (empty until the feature names are known)."""
+        board = self._ensure_board()
+        return {name: c.detector for name, c in board.contenders.items()} if board is not None else {}
+
+    # -------------------------------------------------------------------------- partitions
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]:
+        """The per-entity state of one Kafka partition's entities (features, alarm filter, quiet rows)."""
+        from stream_models.entity_store import partition_of
+
+        state: dict[str, Any] = {"features": self.featurizer.snapshot_partition(partition, n_partitions)}
+        mine = {k for k in self._since_flag if partition_of(k, n_partitions) == partition}
+        state["since_flag"] = {k: v for k, v in self._since_flag.items() if k in mine}
+        if self.alarm_filter is not None:
+            snap = self.alarm_filter.snapshot()
+            keep = [i for i, d in enumerate(snap["devices"]) if partition_of(d, n_partitions) == partition]
+            state["alarm_filter"] = {key: [snap[key][i] for i in keep] for key in ("devices", "bits", "on")}
+        return state
+
+    def restore_partition(self, state: dict[str, Any]) -> None:
+        """Merge a partition's state (from `snapshot_partition`) into this processor's."""
+        self.featurizer.restore_partition(state["features"])
+        self._since_flag.update(state.get("since_flag", {}))
+        if self.alarm_filter is not None and state.get("alarm_filter"):
+            own, extra = self.alarm_filter.snapshot(), state["alarm_filter"]
+            self.alarm_filter.restore({key: list(own[key]) + list(extra[key]) for key in ("devices", "bits", "on")})
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None:
+        """Forget the entities of a partition that moved to another worker."""
+        from stream_models.entity_store import partition_of
+
+        for key in [k for k in self._since_flag if partition_of(k, n_partitions) == partition]:
+            del self._since_flag[key]
+        if self.alarm_filter is not None:
+            for device in self.alarm_filter.snapshot()["devices"]:
+                if partition_of(device, n_partitions) == partition:
+                    self.alarm_filter.reset(device)
+        self.featurizer.drop_partition(partition, n_partitions)
 
     # -------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

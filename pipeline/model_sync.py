@@ -13,6 +13,10 @@ unpickled): {"format", "worker_id", "model_version", "events_seen", "published_a
 A message that is not plain data, belongs to another model version or architecture, disagrees
 with its key, or holds non-finite weights is refused, logged and skipped.
 
+`WorkerModelSync` does this for a runner: joined as a start hook (a fresh worker starts from the
+peers' merged model), synced as a checkpoint hook (every `interval_s`, at a checkpoint boundary, so
+the checkpoint holds the merged model), one compacted topic per domain and detector.
+
 >>> import torch
 >>> a = {"net": {"w": torch.tensor([0.0, 2.0])}, "n_steps": 5}
 >>> b = {"net": {"w": torch.tensor([4.0, 6.0])}, "n_steps": 9}
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ingest.errors import StreamwardenError
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline.model_sync")
@@ -312,3 +319,86 @@ class ModelSync:
     def close(self) -> None:
         self.consumer.close()
         self.producer.close()
+
+
+# ------------------------------------------------------------------------------ in the worker
+
+
+@dataclass(frozen=True)
+class WorkerModelSyncConfig:
+    topic: str = "streamwarden.models"  # prefix: one topic per domain and detector, <topic>.<domain>.<detector>
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    interval_s: float = 60.0  # sync at the first checkpoint boundary this long after the last sync
+    timeout_s: float = 30.0  # how long one round may wait to read the peers' models
+
+
+class WorkerModelSync:
+    """Model sync of every detector of a runner's processors (those with `detectors()` and `events_seen`).
+
+    `start(runner)` is a runner start hook: a fresh worker joins (starts from its peers' merged model);
+    one restored from a checkpoint adopts (merges, weighted by the events it has seen). Calling the
+    object is a checkpoint hook: publish own models and merge the peers', once `interval_s` has passed.
+    A failed round is logged and the worker goes on with its own model.
+    """
+
+    def __init__(self, bootstrap_servers: str, config: WorkerModelSyncConfig | None = None, *,
+                 client_config: Mapping[str, Any] | None = None, clock: Any = time.monotonic) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.config = config or WorkerModelSyncConfig()
+        self.client_config = dict(client_config or {})
+        self.clock = clock
+        self.syncs: dict[tuple[str, str], ModelSync] = {}
+        self.rounds = 0
+        self.failures = 0
+        self._last: float | None = None
+
+    def _detectors(self, runner: Any) -> list[tuple[ModelSync, Any, int]]:
+        out = []
+        for processor in runner.processors.values():
+            detectors = getattr(processor, "detectors", None)
+            if not callable(detectors):
+                continue
+            for name, detector in detectors().items():
+                key = (processor.domain, name)
+                if key not in self.syncs:
+                    self.syncs[key] = ModelSync(self.bootstrap_servers, ModelSyncConfig(
+                        topic=f"{self.config.topic}.{processor.domain}.{name}", worker_id=self.config.worker_id,
+                        model_version=str(processor.model_version)), client_config=self.client_config)
+                out.append((self.syncs[key], detector, int(getattr(processor, "events_seen", 0))))
+        return out
+
+    def start(self, runner: Any) -> None:
+        """Runner start hook: begin from the peers' models."""
+        restored = runner.stats.restored_from is not None
+        try:
+            for sync, detector, seen in self._detectors(runner):
+                peers = sync.adopt(detector, seen, self.config.timeout_s) if restored else \
+                    sync.join(detector, self.config.timeout_s)
+                log.info("model sync: started from %d peer models", peers, extra={"topic": sync.config.topic})
+        except StreamwardenError as exc:
+            self.failures += 1
+            log.warning("model sync: could not read the peers' models at start: %s", exc)
+        self._last = self.clock()
+
+    def __call__(self, runner: Any) -> None:
+        if self._last is not None and self.clock() - self._last < self.config.interval_s:
+            return
+        self.sync(runner)
+
+    def sync(self, runner: Any) -> int:
+        """One round for every detector: publish own model, merge the peers'. Returns the peers merged."""
+        self._last = self.clock()
+        merged = 0
+        try:
+            for sync, detector, seen in self._detectors(runner):
+                merged += sync.sync(detector, seen, self.config.timeout_s)
+        except StreamwardenError as exc:
+            self.failures += 1
+            log.warning("model sync round failed, going on with the own model: %s", exc)
+            return merged
+        self.rounds += 1
+        return merged
+
+    def close(self) -> None:
+        for sync in self.syncs.values():
+            sync.close()

@@ -12,9 +12,11 @@ Two backends:
 - `DirectoryPartitionStateStore`: one file per partition in a shared directory, written to a
   temporary file and renamed (atomic on POSIX filesystems).
 
-The hooks a runner needs (see `PartitionStateHooks`): on revoke, save the state of each
-partition leaving the worker at the offset committed for it; on assign, load the state of each
-partition arriving, merge it into the worker's state and seek the partition to its offset.
+`pipeline.runner.Runner` uses a store natively (setting `state.store`): on revoke it saves the
+state of each partition leaving the worker at the offset committed for it; on assign it loads the
+state of each partition arriving, merges it into the worker's state and seeks the partition to its
+offset; every checkpoint saves the assigned partitions. `PartitionStateHooks` packages the same
+steps for a consumer loop other than the runner.
 
 >>> import tempfile
 >>> store = DirectoryPartitionStateStore(tempfile.mkdtemp(), group="workers")
@@ -49,6 +51,12 @@ RECORD_FORMAT = "streamwarden-partition-state"
 
 class PartitionStateError(PipelineError):
     """A stored partition state is unreadable, unsafe, or belongs to another group/partition."""
+
+
+class PartitionStateUnavailable(PartitionStateError):
+    """The store cannot be reached right now (Redis down, shared directory unmounted)."""
+
+    retriable = True
 
 
 def _tp(tp: Iterable[Any]) -> TopicPartition:
@@ -103,12 +111,19 @@ class PartitionStateStore(ABC):
     def save(self, tp: TopicPartition, state: Mapping[str, Any], offset: int) -> None:
         """Store `state`, which is the state after processing every record before `offset`."""
         tp = _tp(tp)
-        self._put(tp, encode_record(self.group, tp, state, offset))
+        data = encode_record(self.group, tp, state, offset)
+        try:
+            self._put(tp, data)
+        except (OSError, ConnectionError) as exc:
+            raise PartitionStateUnavailable(f"cannot save {self.describe(tp)}: {exc}") from exc
 
     def load(self, tp: TopicPartition) -> PartitionState | None:
         """(state, offset) saved for `tp`, or None when nothing was saved."""
         tp = _tp(tp)
-        data = self._get(tp)
+        try:
+            data = self._get(tp)
+        except (OSError, ConnectionError) as exc:
+            raise PartitionStateUnavailable(f"cannot read {self.describe(tp)}: {exc}") from exc
         if data is None:
             return None
         return decode_record(data, self.group, tp, source=self.describe(tp))
@@ -179,12 +194,13 @@ class RedisPartitionStateStore(PartitionStateStore):
     """One Redis key per partition: `<prefix><group>:<topic>:<partition>` -> record bytes."""
 
     def __init__(self, url: str | None = None, group: str = "streamwarden", *, client: Any = None,
-                 config: RedisPartitionStateConfig | None = None) -> None:
+                 connection: Any = None, config: RedisPartitionStateConfig | None = None) -> None:
+        """`connection` (sinks.connection.RedisConfig) carries credentials and TLS; `url` overrides its URL."""
         super().__init__(group)
         from sinks.connection import resolve_client
 
         self.config = config or RedisPartitionStateConfig()
-        self.client, self._owns_client = resolve_client(url, None, client)
+        self.client, self._owns_client = resolve_client(url, connection, client)
 
     def key(self, tp: TopicPartition) -> str:
         topic, partition = _tp(tp)
@@ -194,10 +210,20 @@ class RedisPartitionStateStore(PartitionStateStore):
         return f"redis key {self.key(tp)}"
 
     def _put(self, tp: TopicPartition, data: bytes) -> None:
-        self.client.set(self.key(tp), data, ex=self.config.ttl_s)
+        from redis.exceptions import RedisError
+
+        try:
+            self.client.set(self.key(tp), data, ex=self.config.ttl_s)
+        except RedisError as exc:
+            raise ConnectionError(str(exc)) from exc
 
     def _get(self, tp: TopicPartition) -> bytes | None:
-        value = self.client.get(self.key(tp))
+        from redis.exceptions import RedisError
+
+        try:
+            value = self.client.get(self.key(tp))
+        except RedisError as exc:
+            raise ConnectionError(str(exc)) from exc
         return None if value is None else bytes(value)
 
     def _delete(self, tp: TopicPartition) -> None:

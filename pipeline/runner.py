@@ -8,10 +8,22 @@ injected, so the live worker (BatchConsumer + RedisAlertSink + DeadLetterQueue) 
 Delivery: offsets are committed as last + 1 per partition, only after `sink.flush()` and
 `dlq.flush()` succeeded. A retriable flush failure (SinkUnavailable) pauses the assigned
 partitions and retries with exponential backoff; nothing is committed past unflushed alerts.
+
+Uncommitted progress is never built upon twice: when the consumer reports partitions lost (its
+membership expired, e.g. during a broker outage longer than the session timeout) or a revoke's
+commit fails, the runner discards what it processed since the last checkpoint (or, with a
+partition-state store, since the partitions' last saved state) and seeks back, so the replay gives
+every event the score of an uninterrupted run.
+
+Partition handover (with a `PartitionStateStore`): on revoke, after flush + commit, each leaving
+partition's entity state is saved at its committed offset and dropped; on assign, each arriving
+partition's saved state is merged in and the partition seeks to the saved offset; every checkpoint
+also saves the assigned partitions' states.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import signal
 import threading
@@ -70,6 +82,16 @@ class DomainProcessor(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class PartitionedProcessor(DomainProcessor, Protocol):
+    """A processor whose entity state can move partition by partition (needed with a partition-state store)."""
+
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]: ...
+
+    def restore_partition(self, state: dict[str, Any]) -> None: ...
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None: ...
+
+
 class Source(Protocol):
     """BatchConsumer or a replay source; pause/resume/assignment/seek/lag are used when present."""
 
@@ -109,6 +131,9 @@ class RunStats:
     batches: int = 0
     commits: int = 0
     checkpoints: int = 0
+    rewinds: int = 0  # times uncommitted progress was discarded (lost partitions, failed revoke commits)
+    partitions_saved: int = 0
+    partitions_restored: int = 0
     restored_from: dict[TopicPartition, int] | None = None
     started_at: float = field(default_factory=time.time)
     stopped_at: float | None = None
@@ -138,7 +163,12 @@ class Runner:
         checkpoint_meta: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        partition_store: Any = None,
+        partition_count: Callable[[str], int] | None = None,
     ) -> None:
+        """`partition_store` (a pipeline.partition_state.PartitionStateStore) turns on partition handover;
+        `partition_count(topic)` then gives the topic's partition count (entities are mapped to partitions
+        with Kafka's default partitioner)."""
         self.source, self.sink, self.dlq = source, sink, dlq
         self.processors = dict(processors)
         self.labels_topic = labels_topic
@@ -157,6 +187,15 @@ class Runner:
         self._pending_seek: dict[TopicPartition, int] = {}
         self._in_callback = False  # inside a rebalance callback: never poll from there
         self.checkpoint_hooks: list[Callable[[Runner], None]] = []  # run at each checkpoint boundary
+        self.start_hooks: list[Callable[[Runner], None]] = []  # run once, after restore, before the first poll
+        self.partition_store = partition_store
+        self.partition_count = partition_count
+        if partition_store is not None and partition_count is None:
+            raise ValueError("a partition_store needs partition_count(topic)")
+        self._n_partitions: dict[str, int] = {}
+        # Rewind point: the state of the last checkpoint (or the fresh state) and the offsets it matches.
+        self._origin: dict[TopicPartition, int] = {}
+        self._fresh_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ control
     def request_stop(self, *_: Any) -> None:
@@ -174,7 +213,10 @@ class Runner:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> RunStats:
-        self.restore()
+        if self.restore() is None and self._fresh_state is None:
+            self._fresh_state = {p.domain: copy.deepcopy(p.state_dict()) for p in self.processors.values()}
+        for hook in self.start_hooks:
+            hook(self)
         last_data = self.clock()
         clean = False
         try:
@@ -240,6 +282,7 @@ class Runner:
         for record in records:
             tp = (record.topic, record.partition)
             self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
+            self._origin.setdefault(tp, record.offset)  # first record since the rewind point
         self.stats.records += len(records)
 
     def _reject(self, rejects: Sequence[Any], domain: str) -> None:
@@ -343,6 +386,11 @@ class Runner:
             return False
         pending = {tp: off for tp, off in self._next.items() if self._committed.get(tp) != off}
         if pending:
+            path = self.config.checkpoint_path
+            if path is not None and not path.exists():
+                # Never commit past the start of a state nobody saved: a worker killed before its first
+                # checkpoint would otherwise restart with fresh state from the committed offsets.
+                self.checkpoint()
             try:
                 self.source.commit(pending)
             except StreamwardenError as exc:
@@ -373,34 +421,155 @@ class Runner:
 
     # ------------------------------------------------------------------ partitions
     def on_assign(self, partitions: Iterable[Any]) -> None:
-        """Consumer callback: seek newly assigned partitions to the restored checkpoint's offsets."""
+        """Consumer callback: seek arriving partitions to the offsets their state corresponds to.
+
+        That is the restored checkpoint's (or a rewind's) offset, or, with a partition-state store, the
+        offset the partition's saved state was taken at (its state is merged in first).
+        """
+        parts = [(str(tp[0]), int(tp[1])) for tp in partitions]
+        wanted = {tp: self._pending_seek.pop(tp) for tp in parts if tp in self._pending_seek}
+        if self.partition_store is not None:
+            wanted.update(self._load_partitions(parts))
         seek = getattr(self.source, "seek", None)
-        wanted = {}
-        for tp in partitions:
-            key = (str(tp[0]), int(tp[1]))
-            if key in self._pending_seek:
-                wanted[key] = self._pending_seek.pop(key)
         if wanted and callable(seek):
             seek(wanted)
-            log.info("seeked to checkpoint offsets", extra={"offsets": {f"{t}[{p}]": o for (t, p), o in wanted.items()}})
+            log.info("seeked to the offsets of the restored state",
+                     extra={"offsets": {f"{t}[{p}]": o for (t, p), o in wanted.items()}})
 
     def on_revoke(self, partitions: Iterable[Any]) -> None:
-        """Consumer callback: flush and commit before partitions move to another worker, then forget them."""
+        """Consumer callback: flush and commit before partitions move to another worker, then forget them.
+
+        With a partition-state store, each leaving partition's state is saved at its committed offset
+        and dropped. When the commit fails, the uncommitted progress is discarded instead (see on_lost).
+        """
+        parts = [(str(tp[0]), int(tp[1])) for tp in partitions]
         self._in_callback = True
         try:
-            self.commit()
+            committed = self.commit()
         finally:
             self._in_callback = False
-        for tp in partitions:
-            key = (str(tp[0]), int(tp[1]))
-            self._next.pop(key, None)
-            self._committed.pop(key, None)
+        if not committed:
+            self._discard_uncommitted(parts, "revoked before their offsets could be committed")
+            return
+        if self.partition_store is not None:
+            self._save_partitions(parts)
+            for tp in parts:
+                self._drop_partition(tp)
+        for tp in parts:
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def on_lost(self, partitions: Iterable[Any]) -> None:
+        """Consumer callback: the group membership expired and `partitions` are no longer ours.
+
+        Nothing can be committed any more; whatever was processed past the committed offsets is
+        redelivered, so the in-memory progress on those records is discarded first.
+        """
+        self._discard_uncommitted([(str(tp[0]), int(tp[1])) for tp in partitions], "lost")
+
+    def _discard_uncommitted(self, parts: list[TopicPartition], why: str) -> None:
+        self.stats.rewinds += 1
+        gone = set(parts)
+        self._stash = [r for r in self._stash if (r.topic, r.partition) not in gone]
+        if self.partition_store is not None:
+            # Their state comes back from the store (at its saved offset) if they are assigned again.
+            for tp in parts:
+                self._drop_partition(tp)
+                self._next.pop(tp, None)
+                self._committed.pop(tp, None)
+                self._pending_seek.pop(tp, None)
+            log.warning("partitions %s, their uncommitted state dropped", why,
+                        extra={"partitions": [f"{t}[{p}]" for t, p in parts]})
+            return
+        target = self._rewind_state()
+        self._next, self._committed = dict(target), dict(target)
+        assigned = {(str(t), int(p)) for t, p in self._assignment()} - gone
+        now = {tp: off for tp, off in target.items() if tp in assigned}
+        self._pending_seek.update({tp: off for tp, off in target.items() if tp not in assigned})
+        seek = getattr(self.source, "seek", None)
+        if now and callable(seek):
+            seek(now)
+        self._stash = [r for r in self._stash if (r.topic, r.partition) not in now]
+        log.warning("partitions %s: state rewound to the last checkpoint, replaying from its offsets", why,
+                    extra={"partitions": [f"{t}[{p}]" for t, p in parts],
+                           "offsets": {f"{t}[{p}]": o for (t, p), o in target.items()}})
+
+    def _rewind_state(self) -> dict[TopicPartition, int]:
+        """Load the last checkpoint (else the fresh state); returns the offsets that state corresponds to."""
+        path = self.config.checkpoint_path
+        if path is not None and path.exists():
+            self._load_checkpoint(path)
+        elif self._fresh_state is not None:
+            for processor in self.processors.values():
+                processor.load_state_dict(copy.deepcopy(self._fresh_state[processor.domain]))
+        return dict(self._origin)
+
+    def _partitioned(self, tp: TopicPartition) -> tuple[Any, int] | None:
+        """(processor, partition count) when `tp` belongs to a processor's topic."""
+        processor = self.processors.get(tp[0])
+        if processor is None or self.partition_count is None:
+            return None
+        if tp[0] not in self._n_partitions:
+            self._n_partitions[tp[0]] = int(self.partition_count(tp[0]))
+        return processor, self._n_partitions[tp[0]]
+
+    def _save_partitions(self, parts: Iterable[TopicPartition]) -> None:
+        """Save the state of each partition whose in-memory state matches its committed offset."""
+        from pipeline.partition_state import PartitionStateError
+
+        for tp in parts:
+            found = self._partitioned(tp)
+            offset = self._committed.get(tp)
+            if found is None or offset is None or self._next.get(tp, offset) != offset:
+                continue
+            processor, n = found
+            try:
+                self.partition_store.save(tp, processor.snapshot_partition(tp[1], n), offset)
+            except PartitionStateError as exc:
+                # The stored (state, offset) pair stays the older one: its next owner just replays more.
+                log.warning("partition state not saved", extra={"topic": tp[0], "partition": tp[1], "error": str(exc)})
+                continue
+            self.stats.partitions_saved += 1
+
+    def _drop_partition(self, tp: TopicPartition) -> None:
+        found = self._partitioned(tp)
+        if found is not None:
+            processor, n = found
+            processor.drop_partition(tp[1], n)
+
+    def _load_partitions(self, parts: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Merge each arriving partition's saved state; returns {partition: offset to seek to}."""
+        from pipeline.partition_state import PartitionStateError
+
+        seek: dict[TopicPartition, int] = {}
+        for tp in parts:
+            found = self._partitioned(tp)
+            if found is None:
+                continue
+            try:
+                saved = self.partition_store.load(tp)
+            except PartitionStateError:
+                log.exception("unreadable partition state ignored; the partition starts from empty state",
+                              extra={"topic": tp[0], "partition": tp[1]})
+                continue
+            if saved is None:
+                continue
+            state, offset = saved
+            processor, n = found
+            processor.drop_partition(tp[1], n)  # whatever an older checkpoint held for it
+            processor.restore_partition(state)
+            self._next[tp] = self._committed[tp] = offset
+            seek[tp] = offset
+            self.stats.partitions_restored += 1
+        return seek
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self) -> Path | None:
         """Write model/feature/threshold/drift state plus the committed offsets atomically."""
         for hook in self.checkpoint_hooks:
             hook(self)
+        if self.partition_store is not None:
+            self._save_partitions([(str(t), int(p)) for t, p in self._assignment()])
         path = self.config.checkpoint_path
         self._last_checkpoint = self.clock()
         if path is None:
@@ -418,6 +587,7 @@ class Runner:
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.save(path, payload)
+        self._origin = dict(offsets)
         self.stats.checkpoints += 1
         self.metrics.checkpoints.inc()
         log.info("checkpoint written", extra={"path": str(path), "partitions": len(offsets)})
@@ -428,6 +598,18 @@ class Runner:
         path = self.config.checkpoint_path
         if path is None or not path.exists():
             return None
+        offsets = self._load_checkpoint(path)
+        self._committed = dict(offsets)
+        self._next = dict(offsets)
+        self._pending_seek = dict(offsets)
+        if self._assignment():
+            self.on_assign(list(self._assignment()))
+        self.stats.restored_from = offsets
+        log.info("restored from checkpoint", extra={"path": str(path), "partitions": len(offsets)})
+        return offsets
+
+    def _load_checkpoint(self, path: Path) -> dict[TopicPartition, int]:
+        """Load every processor's state from the checkpoint at `path`; returns its offsets."""
         from stream_models import checkpoint
 
         payload = checkpoint.load(path)
@@ -447,14 +629,6 @@ class Runner:
                     f"checkpoint {path} does not fit the configured {processor.domain} models ({exc}); "
                     "use another runner.state_dir or delete the file"
                 ) from exc
-        offsets: dict[TopicPartition, int] = {}
-        for (topic, partition), value in payload["offsets"].items():
-            offsets[(str(topic), int(partition))] = int(value)
-        self._committed = dict(offsets)
-        self._next = dict(offsets)
-        self._pending_seek = dict(offsets)
-        if self._assignment():
-            self.on_assign(list(self._assignment()))
-        self.stats.restored_from = offsets
-        log.info("restored from checkpoint", extra={"path": str(path), "partitions": len(offsets)})
+        offsets = {(str(topic), int(partition)): int(value) for (topic, partition), value in payload["offsets"].items()}
+        self._origin = dict(offsets)
         return offsets

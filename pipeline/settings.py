@@ -275,6 +275,28 @@ class RunnerSettings(_Section):
         return self
 
 
+class StateSettings(_Section):
+    """Partition handover: where each partition's entity state waits while the partition changes worker.
+
+    `store`: None (off: one worker keeps all its state, the default), "redis" (the alert Redis, under
+    `<redis.prefix>partition-state:`), a `redis://` / `rediss://` URL, or a directory every worker reaches.
+    """
+
+    store: str | None = None
+    partitions: int | None = Field(None, ge=1, description="partitions of the event topics (None: ask Kafka)")
+    ttl_s: int | None = Field(None, ge=1, description="redis: expire states nobody refreshed for this long")
+
+
+class ModelSyncSettings(_Section):
+    """Federated averaging of the detectors across workers (pipeline.model_sync); off by default."""
+
+    enabled: bool = False
+    topic: str = "streamwarden.models"  # one compacted topic per domain and detector: <topic>.<domain>.<detector>
+    interval_s: float = Field(60.0, ge=0, description="sync at the first checkpoint boundary this long after the last")
+    worker_id: str | None = None  # default: <kafka.client_id>-<host>-<pid>
+    timeout_s: float = Field(30.0, gt=0, description="how long one sync may wait to read the peers' models")
+
+
 class ObservabilitySettings(_Section):
     metrics_port: int | None = Field(None, ge=0, le=65_535)
     log_format: Literal["json", "text"] = "json"
@@ -344,6 +366,8 @@ class Settings(BaseSettings):
     sensors: SensorModelSettings = SensorModelSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     backtest: BacktestSettings = BacktestSettings()
+    state: StateSettings = StateSettings()
+    model_sync: ModelSyncSettings = ModelSyncSettings()
 
     @classmethod
     def settings_customise_sources(

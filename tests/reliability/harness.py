@@ -133,7 +133,7 @@ class WorkerSpec:
     idle_timeout_s: float = 6.0
     commit_interval_s: float = 0.5
     checkpoint_interval_s: float = 5.0  # restore replays from the last checkpoint to the committed offsets
-    partition_state: str | None = None
+    partition_state: str | None = None  # state.store: a shared directory or redis:// URL (partition handover)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, name: str) -> dict[str, str]:
@@ -157,7 +157,7 @@ class WorkerSpec:
             "SW_IDLE_TIMEOUT": str(self.idle_timeout_s),
         })
         if self.partition_state:
-            env["SW_PARTITION_STATE"] = self.partition_state
+            env["STREAMWARDEN_STATE__STORE"] = self.partition_state
         env.update(self.extra_env)
         return env
 

@@ -6,6 +6,8 @@ broker, each alert exactly once."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -78,17 +80,54 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap:
     h.record_figures("broker_restart", **figures)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Runner bug: when the consumer's membership expires during a broker outage (session timeout 6 s, broker "
-    "down 8 s + restart), commits fail while the runner keeps processing fetched records, then kafka-python "
-    "reports the partitions LOST. build_live_runner passes no on_lost callback and Runner has none, so after "
-    "rejoining the records from the last committed offset are redelivered and re-processed on top of the "
-    "in-memory state that already holds them (no rewind to the checkpoint): 3,500-4,000 events are scored a "
-    "second time, differently from an uninterrupted run (observed 14:32 UTC: every score NaN after the replay, "
-    "hence no alert at all), and alerts are missed. Fix: on_lost (and a revoke whose commit failed) must "
-    "restore the last checkpoint and seek to its offsets, as restore() does at start-up."))
 def test_broker_outage_longer_than_the_session_timeout_rescores_like_no_outage(
         kafka_bootstrap: str, redis_url: str, redis_client, redis_prefix: str, unique_name: str,
         tmp_path: Path) -> None:
-    _restart_broker_mid_stream(kafka_bootstrap, redis_url, redis_client, redis_prefix, unique_name, tmp_path,
-                               down_s=8.0, session_timeout_ms=6_000)
+    """The membership expires (session timeout 6 s, broker down 8 s): the partitions are reported lost, the
+    worker drops what it processed since its last checkpoint, rejoins and replays from the checkpoint."""
+    figures = _restart_broker_mid_stream(kafka_bootstrap, redis_url, redis_client, redis_prefix, unique_name,
+                                         tmp_path, down_s=8.0, session_timeout_ms=6_000)
+    h.record_figures("broker_outage_past_session_timeout", **figures)
+
+
+def test_worker_stalled_past_the_session_timeout_rescores_like_no_stall(kafka_bootstrap: str, redis_url: str,
+                                                                         redis_client, redis_prefix: str,
+                                                                         unique_name: str, tmp_path: Path) -> None:
+    """The same expiry, made certain: the worker is frozen (SIGSTOP) for 10 s, longer than its 6 s session
+    timeout. When it thaws, its commits are refused and its partitions are reported lost; it rewinds to its
+    last checkpoint and replays, so every score and alert is the uninterrupted run's."""
+    items = h.encoded(h.simulated_transactions(N, seed=9))
+    topic, labels = f"{unique_name}-tx", f"{unique_name}-labels"
+    h.create_topics(kafka_bootstrap, {topic: 1, labels: 1})
+    h.produce(kafka_bootstrap, topic, items)
+
+    def spec(role: str) -> h.WorkerSpec:
+        return h.WorkerSpec(kafka_bootstrap, redis_url, topic, labels, f"{unique_name}-{role}",
+                            f"{redis_prefix}{role}:", tmp_path)
+
+    reference, stalled = h.Worker(spec("ref"), "ref"), h.Worker(spec("stall"), "stall")
+    with h.workers(reference, stalled):
+        reference.start()
+        stalled.start()
+        h.wait_until(lambda: h.scored_count(stalled.scored_log) >= N // 4 or not stalled.alive, 120,
+                     "the worker to score a quarter of the events")
+        assert stalled.proc is not None and stalled.alive, stalled.log_tail()
+        os.killpg(stalled.proc.pid, signal.SIGSTOP)
+        frozen_at = h.scored_count(stalled.scored_log)
+        time.sleep(10.0)
+        os.killpg(stalled.proc.pid, signal.SIGCONT)
+        assert stalled.wait(150) == 0, stalled.log_tail()
+        assert reference.wait(150) == 0, reference.log_tail()
+    log_text = stalled.log_path.read_text(errors="replace")
+    assert "lost" in log_text and "rewound to the last checkpoint" in log_text, stalled.log_tail()
+    assert h.committed_offsets(kafka_bootstrap, stalled.spec.group)[(topic, 0)] == N
+    scored = h.read_scored(stalled.scored_log)
+    assert {r.offset for r in scored} == set(range(N))
+    got = h.alert_ids(redis_client, f"{redis_prefix}stall:alerts")
+    want = h.alert_ids(redis_client, f"{redis_prefix}ref:alerts")
+    assert want and not h.duplicates(got), h.duplicates(got)
+    assert h.scores_equal(h.last_scores(scored), h.last_scores(h.read_scored(reference.scored_log)))
+    assert set(got) == set(want)
+    h.record_figures("worker_stalled_past_session_timeout", events=N, frozen_s=10.0, frozen_after_scored=frozen_at,
+                     rescored=len(scored) - N, alerts=len(got), lost=len(set(want) - set(got)),
+                     duplicated=len(h.duplicates(got)))

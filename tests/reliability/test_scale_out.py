@@ -1,8 +1,8 @@
 """Scale-out on a 6-partition topic: one worker, then two, then three; one of them is killed -9.
 
 No event is skipped, no alert is duplicated, and, with each partition's card state moving with the
-partition (pipeline.partition_state, wired by tests.reliability.partition_wiring), the card features
-after every handover equal those of a single-worker run.
+partition (the runner's own handover through a shared directory, setting `state.store`), the card
+features after every handover equal those of a single-worker run.
 """
 
 from __future__ import annotations
@@ -32,11 +32,9 @@ def test_two_then_three_workers_and_a_kill(kafka_bootstrap: str, redis_url: str,
     topic, labels = f"{unique_name}-tx", f"{unique_name}-labels"
     h.create_topics(kafka_bootstrap, {topic: PARTITIONS, labels: 1})
     items = h.encoded(h.simulated_transactions(N, seed=13))
-    env = {"SW_PARTITIONS": str(PARTITIONS)}
-
     def spec(role: str, **kw: object) -> h.WorkerSpec:
         return h.WorkerSpec(kafka_bootstrap, redis_url, topic, labels, f"{unique_name}-{role}",
-                            f"{redis_prefix}{role}:", tmp_path, idle_timeout_s=10, extra_env=dict(env), **kw)
+                            f"{redis_prefix}{role}:", tmp_path, idle_timeout_s=10, **kw)
 
     group = spec("group", partition_state=str(tmp_path / "partition-state"))
     single = h.Worker(spec("single"), "single")

@@ -6,9 +6,9 @@ Extra variables:
 - SW_SCORED_LOG: file each scored event is appended to as "partition offset event_id score";
 - SW_IDLE_TIMEOUT: stop (flush, commit, checkpoint) after this many seconds without records;
 - SW_MAX_EVENTS: stop the same way after this many records;
-- SW_FEATURES_LOG: file each transaction's feature row is appended to as "event_id f1 f2 ...";
-- SW_PARTITION_STATE: a directory or redis:// URL; when set, each partition's card features move
-  with the partition through `pipeline.partition_state` (saved on revoke, restored on assign).
+- SW_FEATURES_LOG: file each transaction's feature row is appended to as "event_id f1 f2 ...".
+Partition handover and model sync are plain settings (STREAMWARDEN_STATE__STORE,
+STREAMWARDEN_MODEL_SYNC__ENABLED, ...), handled by `build_live_runner` itself.
 """
 
 from __future__ import annotations
@@ -62,10 +62,6 @@ def main() -> int:
     runner.observers.append(observer)
     if os.environ.get("SW_FEATURES_LOG"):
         _log_features(runner, os.environ["SW_FEATURES_LOG"])
-    if os.environ.get("SW_PARTITION_STATE"):
-        from tests.reliability.partition_wiring import attach_partition_state
-
-        attach_partition_state(runner, os.environ["SW_PARTITION_STATE"], settings.kafka.group_id)
     runner.install_signal_handlers()
     print(f"worker {os.getpid()} starting", file=sys.stderr, flush=True)
     try:

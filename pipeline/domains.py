@@ -9,7 +9,6 @@ depend on how the source happened to cut batches (a backtest and a live run agre
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,25 +22,11 @@ from pipeline.settings import ModelSettings, Settings
 # ------------------------------------------------------------------------------ featurisers
 
 
-def _stable_hash_ids(ids: Sequence[str]) -> np.ndarray:
-    """int64 ids from blake2b: the same in every process (Python's str hash is salted per process)."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(x).encode(), digest_size=8).digest(), "little", signed=True) for x in ids),
-        np.int64, len(ids))
-
-
 class TransactionFeaturizer:
     """Card/terminal features (B, F); every event is ready."""
 
     def __init__(self, label_delay_s: float) -> None:
-        from stream_models import transaction_features
         from stream_models.transaction_features import TransactionFeatures, TransactionFeaturesConfig
-
-        # Workaround while stream_models.transaction_features hashes terminal ids with the built-in hash(),
-        # which is salted per process: a restarted worker would no longer recognise its restored terminals.
-        salted = getattr(transaction_features, "_hash_ids", None)
-        if salted is not None and salted is not _stable_hash_ids and int(salted(["probe"])[0]) == hash("probe"):
-            transaction_features._hash_ids = _stable_hash_ids
 
         self.features = TransactionFeatures(TransactionFeaturesConfig(label_delay_days=label_delay_s / 86_400.0))
 

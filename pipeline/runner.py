@@ -179,6 +179,7 @@ class Runner:
         self.clock, self.sleep = clock, sleep
         self.stats = RunStats()
         self._stop = threading.Event()
+        self._rebalances = 0  # rebalance callbacks seen: a rebalance resets the idle clock
         self._next: dict[TopicPartition, int] = {}  # processed, not yet committed: partition -> last + 1
         self._committed: dict[TopicPartition, int] = {}
         self._stash: list[Any] = []  # records polled while paused, processed before the next poll
@@ -218,13 +219,15 @@ class Runner:
         for hook in self.start_hooks:
             hook(self)
         last_data = self.clock()
+        rebalances_seen = self._rebalances
         clean = False
         try:
             while not self._stop.is_set():
                 n = self.step()
                 now = self.clock()
-                if n or self._waiting_for_partitions():
-                    last_data = now  # idle time counts only while partitions are ours
+                if n or self._waiting_for_partitions() or self._rebalances != rebalances_seen:
+                    # idle time counts only while partitions are ours and the group is settled
+                    last_data, rebalances_seen = now, self._rebalances
                 elif getattr(self.source, "exhausted", False):
                     break
                 elif self.config.idle_timeout_s is not None and now - last_data >= self.config.idle_timeout_s:
@@ -426,6 +429,7 @@ class Runner:
         That is the restored checkpoint's (or a rewind's) offset, or, with a partition-state store, the
         offset the partition's saved state was taken at (its state is merged in first).
         """
+        self._rebalances += 1
         parts = [(str(tp[0]), int(tp[1])) for tp in partitions]
         wanted = {tp: self._pending_seek.pop(tp) for tp in parts if tp in self._pending_seek}
         if self.partition_store is not None:
@@ -442,6 +446,7 @@ class Runner:
         With a partition-state store, each leaving partition's state is saved at its committed offset
         and dropped. When the commit fails, the uncommitted progress is discarded instead (see on_lost).
         """
+        self._rebalances += 1
         parts = [(str(tp[0]), int(tp[1])) for tp in partitions]
         self._in_callback = True
         try:
@@ -465,6 +470,7 @@ class Runner:
         Nothing can be committed any more; whatever was processed past the committed offsets is
         redelivered, so the in-memory progress on those records is discarded first.
         """
+        self._rebalances += 1
         self._discard_uncommitted([(str(tp[0]), int(tp[1])) for tp in partitions], "lost")
 
     def _discard_uncommitted(self, parts: list[TopicPartition], why: str) -> None:

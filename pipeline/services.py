@@ -275,7 +275,8 @@ class LocalServices:
         if not (data / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             proc = self._java(
-                "kafka.tools.StorageTool", "format", "--standalone", "-t", cluster_id,
+                # "=" form: a base64 id may start with "-", which argparse would take for an option
+                "kafka.tools.StorageTool", "format", "--standalone", f"--cluster-id={cluster_id}",
                 "-c", str(run / "server.properties"), *scram,
             )  # fmt: skip
             if proc.returncode != 0:

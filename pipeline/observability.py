@@ -48,6 +48,8 @@ class RunnerMetrics:
         self.model_loss = Gauge("streamwarden_model_loss", "Last training loss", ["domain", "detector"], registry=r)
         self.drift_events = Counter("streamwarden_drift_events", "Drift detections", ["domain"], registry=r)
         self.sink_retries = Counter("streamwarden_sink_retries", "Flushes retried under backpressure", registry=r)
+        self.poll_retries = Counter("streamwarden_poll_retries", "Polls that failed on a retriable broker error",
+                                    registry=r)
         self.commits = Counter("streamwarden_commits", "Offset commits", registry=r)
         self.checkpoints = Counter("streamwarden_checkpoints", "Checkpoints written", registry=r)
         self.device = Gauge("streamwarden_device_info", "Torch device in use (value 1)", ["device"], registry=r)

@@ -183,6 +183,7 @@ class Runner:
         self._next: dict[TopicPartition, int] = {}  # processed, not yet committed: partition -> last + 1
         self._committed: dict[TopicPartition, int] = {}
         self._stash: list[Any] = []  # records polled while paused, processed before the next poll
+        self._poll_delay = self.config.backoff_initial_s
         self._last_commit = self.clock()
         self._last_checkpoint = self.clock()
         self._pending_seek: dict[TopicPartition, int] = {}
@@ -246,7 +247,7 @@ class Runner:
         if self._stash:
             records, self._stash = self._stash, []
         else:
-            records = self.source.poll(self.config.max_records, self.config.poll_timeout_ms)
+            records = self._poll()
         if not records:
             return 0
         started = time.perf_counter()
@@ -254,6 +255,22 @@ class Runner:
         self.metrics.batch_latency.observe(time.perf_counter() - started)
         self.stats.batches += 1
         return len(records)
+
+    def _poll(self) -> list[Any]:
+        """One poll; a retriable broker error (e.g. a reconnect refused while Kafka restarts) is logged and
+        answered with an empty batch after a backoff, so the worker outlives broker restarts."""
+        try:
+            records = self.source.poll(self.config.max_records, self.config.poll_timeout_ms)
+        except StreamwardenError as exc:
+            if not exc.retriable:
+                raise
+            self.metrics.poll_retries.inc()
+            log.warning("poll failed, backing off", extra={"error": str(exc), "delay_s": self._poll_delay})
+            self.sleep(self._poll_delay)
+            self._poll_delay = min(self._poll_delay * 2, self.config.backoff_max_s)
+            return []
+        self._poll_delay = self.config.backoff_initial_s
+        return list(records)
 
     def process(self, records: Sequence[Any]) -> None:
         """Decode, score, alert and learn one batch; offsets become committable at the end."""

@@ -144,7 +144,9 @@ def test_ten_second_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     assert written_before >= 300  # written before the outage and still there after the restart (AOF)
     assert max(counts.values()) == 1
     assert set(counts) == {a.alert_id for a in produced}
-    assert sink.pending == 0 and sink.stats["written"] == len(produced)
+    # A batch whose reply was lost as the server went down was written; its retry counts it as duplicates.
+    assert sink.pending == 0
+    assert sink.stats["written"] <= len(produced) <= sink.stats["written"] + sink.stats["duplicates"]
 
 
 def test_tail_follow_waits_out_an_outage_and_resumes_where_it_stopped(tmp_path: Path) -> None:

@@ -264,6 +264,30 @@ def test_a_failed_commit_is_retried_with_the_next_one_and_does_not_stop_the_work
     assert stats.events == 20
 
 
+def test_a_poll_refused_while_the_broker_restarts_is_retried_and_a_non_retriable_one_stops_the_worker() -> None:
+    from ingest.errors import BrokerUnavailable, IngestError
+
+    class RestartingBroker(FakeSource):
+        failures = 3
+
+        def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+            if self.pos and self.failures:
+                self.failures -= 1
+                raise BrokerUnavailable("poll failed: KafkaConnectionError: 111 ECONNREFUSED")
+            return super().poll(max_records, timeout_ms)
+
+    source = RestartingBroker(tx_records(20, partitions=1))
+    stats = make_runner(source, MemorySink(), max_records=5).run()
+    assert source.committed == {(TOPIC, 0): 20} and stats.events == 20 and source.failures == 0
+
+    class BrokenAuth(FakeSource):
+        def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+            raise IngestError("SASL authentication failed")
+
+    with pytest.raises(IngestError, match="SASL authentication failed"):
+        make_runner(BrokenAuth(tx_records(5)), MemorySink()).run()
+
+
 def test_structured_logs_are_one_json_object_per_line_with_their_fields() -> None:
     import io
     import json

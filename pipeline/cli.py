@@ -89,6 +89,7 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
             max_records=r.max_records, poll_timeout_ms=r.poll_timeout_ms, commit_interval_s=r.commit_interval_s,
             checkpoint_interval_s=r.checkpoint_interval_s, backoff_initial_s=r.backoff_initial_s,
             backoff_max_s=r.backoff_max_s, idle_timeout_s=idle_timeout_s, max_events=max_events,
+            flush_alerts_every_batch=r.flush_alerts_every_batch,
             checkpoint_path=state_dir / f"{settings.kafka.group_id}-{'+'.join(settings.domains())}.ckpt",
         ),
         metrics=metrics, checkpoint_meta={"config": settings.masked()},

@@ -116,6 +116,7 @@ class RunnerConfig:
     checkpoint_interval_s: float = 60.0  # 0 = only at shutdown
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
+    flush_alerts_every_batch: bool = True  # False: alerts wait for the next commit (fewer Redis calls)
     checkpoint_path: Path | None = None
     idle_timeout_s: float | None = None  # stop after this long without records (None: run until stopped)
     max_events: int | None = None  # stop after this many records (tests, demos)
@@ -252,9 +253,24 @@ class Runner:
             return 0
         started = time.perf_counter()
         self.process(records)
+        if self.config.flush_alerts_every_batch:
+            self._flush_alerts_early()
         self.metrics.batch_latency.observe(time.perf_counter() - started)
         self.stats.batches += 1
         return len(records)
+
+    def _flush_alerts_early(self) -> None:
+        """Alerts go to Redis after the batch that raised them, not at the next commit. Always safe: offsets
+        are still committed only after a flush, and a replayed alert is deduplicated. A retriable failure is
+        left to the commit, which pauses and backs off."""
+        if not getattr(self.sink, "pending", 0):
+            return
+        try:
+            self.sink.flush()
+        except StreamwardenError as exc:
+            if not exc.retriable:
+                raise
+            log.debug("early alert flush failed; the commit retries it", extra={"error": str(exc)})
 
     def _poll(self) -> list[Any]:
         """One poll; a retriable broker error (e.g. a reconnect refused while Kafka restarts) is logged and

@@ -206,13 +206,13 @@ class ModelSettings(_Section):
     threshold_quantile: float = Field(0.995, gt=0.5, lt=1.0)
     warmup_events: int = Field(500, ge=0, description="model burn-in: the threshold ignores these first scores")
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
-    learn_every: int = Field(64, ge=1, description="events per learning step; scores do not depend on poll sizes")
+    learn_every: int = Field(512, ge=1, description="events per learning step; scores do not depend on poll sizes")
     top_features: int = Field(3, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     hidden: int = Field(16, ge=1)
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning step")
-    batch_size: int = Field(64, ge=1, description="rows per replay minibatch")
+    batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
     replay_capacity: int = Field(20_000, ge=1)
     drift_delta: float = Field(0.002, ge=0, lt=1, description="ADWIN confidence on the scores; 0 = no drift monitor")
     drift_lr_boost: float = Field(3.0, gt=0)
@@ -256,6 +256,7 @@ class RunnerSettings(_Section):
     state_dir: Path = Path(".streamwarden/state")
     backoff_initial_s: float = Field(0.1, gt=0)
     backoff_max_s: float = Field(5.0, gt=0)
+    flush_alerts_every_batch: bool = Field(True, description="alerts reach Redis after their batch, not at commit")
     device: str = "auto"
 
     @model_validator(mode="after")

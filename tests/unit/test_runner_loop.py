@@ -144,6 +144,7 @@ def make_runner(source: Any, sink: Any, dlq: Any = None, processor: Any = None, 
     config.setdefault("checkpoint_interval_s", 0.0)
     config.setdefault("max_records", 7)
     config.setdefault("poll_timeout_ms", 0)
+    config.setdefault("flush_alerts_every_batch", False)  # these tests follow the commit-time flush
     return Runner(source, sink, dlq or ListDLQ(), {TOPIC: processor or AmountProcessor()}, labels_topic=LABELS,
                   config=RunnerConfig(**config), sleep=lambda s: None)
 
@@ -286,6 +287,18 @@ def test_a_poll_refused_while_the_broker_restarts_is_retried_and_a_non_retriable
 
     with pytest.raises(IngestError, match="SASL authentication failed"):
         make_runner(BrokenAuth(tx_records(5)), MemorySink()).run()
+
+
+def test_alerts_reach_the_sink_after_their_batch_and_a_failed_early_flush_is_retried_by_the_commit() -> None:
+    log: list[tuple[str, Any]] = []
+    source, sink = FakeSource(tx_records(30, partitions=1), log), FlakySink(failures=1, log=log)
+    runner = make_runner(source, sink, max_records=10, commit_interval_s=3600.0, flush_alerts_every_batch=True)
+    assert runner.step() == 10 and sink.pending == 2 and not sink.alerts  # Redis down: kept for later
+    assert runner.step() == 10 and sink.pending == 0 and len(sink.alerts) == 4  # flushed with no commit
+    assert source.committed == {}
+    runner.run()
+    assert [a.event_id for a in sink.alerts] == [f"e{i}" for i in range(0, 30, 5)]
+    assert source.committed == {(TOPIC, 0): 30}
 
 
 def test_structured_logs_are_one_json_object_per_line_with_their_fields() -> None:

@@ -28,7 +28,10 @@ class TransactionFeaturizer:
     def __init__(self, label_delay_s: float) -> None:
         from stream_models.transaction_features import TransactionFeatures, TransactionFeaturesConfig
 
-        self.features = TransactionFeatures(TransactionFeaturesConfig(label_delay_days=label_delay_s / 86_400.0))
+        # No per-card sequence store (only the LSTM classifier reads it, and it is not wired here); rings
+        # start at 4 events per entity and double when a window needs more.
+        self.features = TransactionFeatures(TransactionFeaturesConfig(
+            label_delay_days=label_delay_s / 86_400.0, sequence_length=0, initial_capacity=4))
 
     @property
     def names(self) -> list[str] | None:

@@ -220,20 +220,27 @@ class Runner:
             self._fresh_state = {p.domain: copy.deepcopy(p.state_dict()) for p in self.processors.values()}
         for hook in self.start_hooks:
             hook(self)
-        last_data = self.clock()
+        # Idle time is the time spent in polls that returned nothing, each counted up to the poll timeout
+        # plus a second: a process frozen inside a poll (SIGSTOP, a VM pause) is not idle, and the
+        # rebalance it missed shows up in the polls after it thaws.
+        idle_s, last = 0.0, self.clock()
+        poll_cap_s = self.config.poll_timeout_ms / 1000.0 + 1.0
         rebalances_seen = self._rebalances
         clean = False
         try:
             while not self._stop.is_set():
                 n = self.step()
                 now = self.clock()
+                gap, last = now - last, now
                 if n or self._waiting_for_partitions() or self._rebalances != rebalances_seen:
                     # idle time counts only while partitions are ours and the group is settled
-                    last_data, rebalances_seen = now, self._rebalances
+                    idle_s, rebalances_seen = 0.0, self._rebalances
                 elif getattr(self.source, "exhausted", False):
                     break
-                elif self.config.idle_timeout_s is not None and now - last_data >= self.config.idle_timeout_s:
-                    break
+                else:
+                    idle_s += min(gap, poll_cap_s)
+                    if self.config.idle_timeout_s is not None and idle_s >= self.config.idle_timeout_s:
+                        break
                 if self.config.max_events is not None and self.stats.records >= self.config.max_events:
                     break
                 if now - self._last_commit >= self.config.commit_interval_s:

@@ -67,7 +67,7 @@ class SensorWindows:
     # ------------------------------------------------------------------ storage
     def _alloc(self, n: int) -> None:
         W, C = self.config.window, len(self.channels or ())
-        self._buf = np.zeros((n, W, C))  # raw readings, ring buffer
+        self._buf = np.zeros((n, W, C), np.float32)  # raw readings, ring buffer (float32, as the models read them)
         self._pos = np.zeros(n, dtype=np.int64)  # next write position
         self._count = np.zeros(n, dtype=np.int64)  # readings seen
         self._n = np.zeros((n, C))  # readings counted in the statistics
@@ -78,7 +78,7 @@ class SensorWindows:
 
     def _grow(self, need: int) -> None:
         old = self._buf.shape[0]
-        new = min(max(need, 2 * old, 16), self.config.max_devices)
+        new = min(max(need, old + old // 4, 16), self.config.max_devices)  # 1.25x: less slack
         for name in ("_buf", "_pos", "_count", "_n", "_mean", "_m2", "_ckx", "_last_ts"):
             arr = getattr(self, name)
             grown = np.zeros((new, *arr.shape[1:]), dtype=arr.dtype)

@@ -301,6 +301,36 @@ def test_alerts_reach_the_sink_after_their_batch_and_a_failed_early_flush_is_ret
     assert source.committed == {(TOPIC, 0): 30}
 
 
+def test_a_process_frozen_inside_a_poll_is_not_idle() -> None:
+    """SIGSTOP during a poll: the poll returns nothing long after it began; the worker must not take the
+    frozen time for idle time and stop before the rebalance it missed (and the rest of the data) arrive."""
+    now = [0.0]
+
+    class FrozenOnce(FakeSource):
+        frozen = False
+
+        def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+            if self.pos == 10 and not self.frozen:
+                self.frozen = True
+                now[0] += 30.0  # thawed 30 s later, with nothing polled
+                return []
+            now[0] += timeout_ms / 1000.0 if self.pos >= len(self.records) else 0.01
+            return super().poll(max_records, timeout_ms)
+
+        @property
+        def exhausted(self) -> bool:  # a live consumer never is
+            return False
+
+    source = FrozenOnce(tx_records(20, partitions=1))
+    runner = Runner(source, MemorySink(), ListDLQ(), {TOPIC: AmountProcessor()}, labels_topic=LABELS,
+                    config=RunnerConfig(max_records=10, poll_timeout_ms=500, commit_interval_s=0.0,
+                                        checkpoint_interval_s=0.0, idle_timeout_s=6.0),
+                    sleep=lambda s: None, clock=lambda: now[0])
+    stats = runner.run()
+    assert source.frozen and stats.records == 20 and source.committed == {(TOPIC, 0): 20}
+    assert now[0] >= 30.0 + 6.0  # then stopped after 6 s of real idle polling
+
+
 def test_structured_logs_are_one_json_object_per_line_with_their_fields() -> None:
     import io
     import json

@@ -7,6 +7,7 @@ or a {feature: value} dict.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -43,3 +44,12 @@ def as_row(x: Any, feature_names: list[str]) -> np.ndarray:
         return np.asarray([[float(x[name]) for name in feature_names]], dtype=np.float32)
     arr = np.asarray(x, dtype=np.float32)
     return arr.reshape(1, *arr.shape)
+
+
+def top_features(values: np.ndarray, names: Sequence[str], k: int, by: np.ndarray | None = None) -> list[list[tuple[str, float]]]:
+    """Per row, the k (name, value) pairs with the largest `by` (default: `values`), largest first."""
+    order_key = values if by is None else by
+    top = np.argsort(-order_key, axis=1, kind="stable")[:, :k]
+    named = np.asarray(names, dtype=object)[top].tolist()
+    picked = np.take_along_axis(np.asarray(values, np.float64), top, axis=1).tolist()
+    return [list(zip(n, v, strict=True)) for n, v in zip(named, picked, strict=True)]

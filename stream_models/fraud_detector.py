@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_models.base import as_row
+from stream_models.base import as_row, top_features
 from stream_models.catalog import register
 from stream_models.dense_autoencoder import DenseAutoencoder, DenseAutoencoderConfig
 from stream_models.errors import ModelError
@@ -92,8 +92,7 @@ class FraudDetector:
         err = self.ae._contributions(self.ae.scaler(self.ae._tensor(X))).double().cpu().numpy()  # (B, F)
         share = err / np.maximum(err.sum(1, keepdims=True), 1e-12)
         total = contrib[:, :-1] + contrib[:, -1:] * share  # (B, F)
-        top = np.argsort(-np.abs(total), axis=1, kind="stable")[:, :k]
-        return [[(self.feature_names[j], float(total[i, j])) for j in row] for i, row in enumerate(top)]
+        return top_features(total, self.feature_names, k, by=np.abs(total))
 
     @property
     def learning_rate(self) -> float:

@@ -29,7 +29,7 @@ import numpy as np
 from river import anomaly
 from river.tree.padded import make_padded_tree
 
-from stream_models.base import as_row
+from stream_models.base import as_row, top_features
 from stream_models.catalog import register
 from stream_models.errors import ModelError
 
@@ -141,9 +141,7 @@ class HalfSpaceTreesDetector:
         std = np.sqrt(self._m2 / self._n) if self._n > 1 else np.ones(len(self.feature_names))
         contrib = np.abs(X - self._mean) / np.where(std > 0, std, 1.0)  # (B, F)
         k = min(k, contrib.shape[1])
-        top = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-        names = self.feature_names
-        return [[(names[j], float(contrib[i, j])) for j in row] for i, row in enumerate(top.tolist())]
+        return top_features(contrib, self.feature_names, k)
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stream_models.base import as_row
+from stream_models.base import as_row, top_features
 from stream_models.catalog import register
 from stream_models.device import pick_device
 from stream_models.errors import ModelError
@@ -197,8 +197,7 @@ class TorchTabularDetector:
             return []
         self.scoring_net.eval()
         contrib = self._contributions(self.scaler(self._tensor(X))).detach().double().cpu().numpy()  # (B, F)
-        top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
-        return [[(self.feature_names[j], float(contrib[i, j])) for j in row] for i, row in enumerate(top)]
+        return top_features(contrib, self.feature_names, k, by=np.abs(contrib))
 
     @property
     def learning_rate(self) -> float:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from stream_models.alarm_filter import AlarmFilter
-from stream_models.base import as_row
+from stream_models.base import as_row, top_features
 from stream_models.device import pick_device
 from stream_models.errors import ModelError
 from stream_models.sensor_windows import SensorWindows
@@ -110,9 +110,7 @@ class TorchWindowDetector(ABC):
 
     def explain_many(self, X: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         errs = self._channel_errors(X)  # (B, C)
-        top = np.argsort(-errs, axis=1, kind="stable")[:, :k]
-        names = self.feature_names
-        return [[(names[j], float(errs[i, j])) for j in row] for i, row in enumerate(top)]
+        return top_features(errs, self.feature_names, k)
 
     def learn_many(self, X: np.ndarray, y: np.ndarray | None = None) -> None:
         """Gradient steps on the windows (only rows with y == 0 when labels are given)."""

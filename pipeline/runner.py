@@ -24,6 +24,7 @@ also saves the assigned partitions' states.
 from __future__ import annotations
 
 import copy
+import gc
 import logging
 import signal
 import threading
@@ -117,6 +118,7 @@ class RunnerConfig:
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 5.0
     flush_alerts_every_batch: bool = True  # False: alerts wait for the next commit (fewer Redis calls)
+    freeze_gc: bool = True  # gc.freeze() before the loop: no long collector pauses over startup objects
     checkpoint_path: Path | None = None
     idle_timeout_s: float | None = None  # stop after this long without records (None: run until stopped)
     max_events: int | None = None  # stop after this many records (tests, demos)
@@ -227,6 +229,11 @@ class Runner:
         poll_cap_s = self.config.poll_timeout_ms / 1000.0 + 1.0
         rebalances_seen = self._rebalances
         clean = False
+        if self.config.freeze_gc:
+            # What exists now (imported modules, models) lives as long as the worker: hidden from the cyclic
+            # collector, a full collection no longer walks ~0.5 M startup objects (a 200 ms pause here).
+            gc.collect()
+            gc.freeze()
         try:
             while not self._stop.is_set():
                 n = self.step()
@@ -247,6 +254,8 @@ class Runner:
                     self.commit()
             clean = True
         finally:
+            if self.config.freeze_gc:
+                gc.unfreeze()
             self.shutdown(clean)
         return self.stats
 

@@ -375,7 +375,8 @@ class TransactionFeatures:
         med = 0.5 * (srt[rows, np.maximum(n - 1, 0) // 2] + srt[rows, np.maximum(n, 1) // 2 - (n == 0)])
         X[idx, e + 14] = np.where(has, a / np.maximum(med, 1.0), 1.0)
         last = hts.max(1)
-        since = np.minimum(np.where(np.isfinite(last), t - last, np.inf), c.time_cap_days * DAY)
+        # a late event (earlier than the card's last one) counts as 0 s since, not as a negative time
+        since = np.clip(np.where(np.isfinite(last), t - last, np.inf), 0.0, c.time_cap_days * DAY)
         X[idx, e + 4] = np.log1p(since)
         X[idx, e + 5] = (m & (H["terminal"] == term[:, None])).sum(1)
         recent = hts > tc - c.card_fraud_days * DAY

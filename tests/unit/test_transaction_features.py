@@ -276,3 +276,12 @@ def test_config_rejects_nonsense():
         TransactionFeaturesConfig(windows_days=())
     with pytest.raises(ValueError):
         TransactionFeaturesConfig(max_cards=1)
+
+
+def test_a_late_event_of_a_card_gets_finite_features_with_zero_seconds_since_the_last():
+    f = TransactionFeatures()
+    t0 = 1_700_000_000.0
+    f.update_many([tx(0, t0 + 3_600)])
+    _, X = f.update_many([tx(1, t0)])  # arrives after an event an hour younger than itself
+    assert np.isfinite(X).all()
+    assert col(f, X, "CARD_LOG_SECONDS_SINCE_LAST")[0] == 0.0

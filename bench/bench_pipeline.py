@@ -351,7 +351,7 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
     client = redis.Redis.from_url(env.redis_url)
     entries = client.xrange(f"{env.prefix(tag)}alerts")
     client.close()
-    to_alert, to_redis = [], []
+    to_alert, to_redis, at = [], [], []
     warm_until = produced["t0"] + 2.0
     for entry_id, fields in entries:
         alert = Alert.from_json(fields[b"alert"])
@@ -359,11 +359,15 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
             continue
         to_alert.append((alert.alert_ts - alert.event_ts) * 1000)
         to_redis.append((int(entry_id.split(b"-")[0]) / 1000 - alert.event_ts) * 1000)
+        at.append(alert.event_ts - produced["t0"])
+    # when the slowest alerts happened (seconds into the run): one stall, or spread out?
+    slowest = sorted(zip(to_redis, at, strict=True), reverse=True)[:5]
     return {"target_rate": rate, "sent": produced["sent"], "achieved_rate": produced["sent"] / produced["seconds"],
             "records": stats.records, "alerts": len(entries), "measured_alerts": len(to_alert),
             "alert_p50_ms": percentile(to_alert, 50), "alert_p99_ms": percentile(to_alert, 99),
             "redis_p50_ms": percentile(to_redis, 50), "redis_p99_ms": percentile(to_redis, 99),
-            "commit_interval_s": settings.runner.commit_interval_s}
+            "commit_interval_s": settings.runner.commit_interval_s,
+            "slowest_to_redis": [{"ms": round(ms, 1), "at_s": round(t, 2)} for ms, t in slowest]}
 
 
 # ----------------------------------------------------------------------------- scaling

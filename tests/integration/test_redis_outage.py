@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -21,18 +20,13 @@ from sinks.errors import SinkUnavailable
 from sinks.redis_sink import RedisAlertSink
 from sinks.retry import RetryPolicy
 from sinks.tail import tail_alerts
+from tests.ports import free_port
 
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ThrowawayRedis:

@@ -14,11 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_ports
 
 
 def _consume_all(bootstrap: str, topic: str, group: str, expected: int, timeout_s: float = 30.0) -> list:
@@ -111,12 +107,12 @@ def _dev(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_dev_up_twice_is_safe_and_dev_down_leaves_no_process(local_services):
     # its own ports, the same jar cache as the session's services
-    kafka_port, redis_port = _free_port(), _free_port()
+    kafka_port, redis_port, controller_port = free_ports(3)
     env = {
         **os.environ,
         "STREAMWARDEN_HOME": str(local_services.home),
         "STREAMWARDEN_KAFKA_PORT": str(kafka_port),
-        "STREAMWARDEN_KAFKA_CONTROLLER_PORT": str(_free_port()),
+        "STREAMWARDEN_KAFKA_CONTROLLER_PORT": str(controller_port),
         "STREAMWARDEN_REDIS_PORT": str(redis_port),
     }
     first = _dev(["up"], env)

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tests.ports import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,12 +38,6 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
         time.sleep(interval_s)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------ events
@@ -366,8 +361,7 @@ def private_kafka(tmp_home: Path) -> Iterator[Any]:
     from pipeline.services import LocalServices
 
     base = LocalServices.from_env()
-    port = free_port()
-    controller = free_port()
+    port, controller = free_ports(2)
     services = dataclasses.replace(base, kafka_port=port, controller_port=controller, kafka_heap="512m")
     try:
         services.start_kafka()

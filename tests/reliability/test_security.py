@@ -20,20 +20,15 @@ from pipeline.settings import Settings
 from sinks.alert import new_alert
 from sinks.errors import SinkError
 from sinks.redis_sink import RedisAlertSink
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _free_port_block(size: int) -> int:
     """A base port with `size` consecutive free ports (the secure broker uses base..base+3)."""
     for _ in range(50):
-        base = _free_port()
+        base = free_port()
         if base + size < 65535 and all(_port_free(base + i) for i in range(size)):
             return base
     raise RuntimeError("no block of free ports found")
@@ -97,7 +92,7 @@ def test_wrong_scram_password_is_refused_and_never_shown(secure_kafka):
 @pytest.fixture(scope="module")
 def acl_redis(tmp_path_factory) -> Iterator[tuple[int, str]]:
     binary = shutil.which("redis-server") or debian_tool("redis-server", "redis-server")
-    port, password = _free_port(), "alerts-s3cret"
+    port, password = free_port(), "alerts-s3cret"
     workdir = tmp_path_factory.mktemp("acl-redis")
     proc = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(workdir), "--save", "",

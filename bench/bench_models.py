@@ -85,7 +85,7 @@ def detector_domain(name: str) -> str:
 
     if name == "lstm_classifier":
         return "sequences"
-    return "sensors" if catalog.input_kind(name) == "window" else "transactions"
+    return "sensors" if catalog.consumes(name) == "windows" else "transactions"
 
 
 class Batches:

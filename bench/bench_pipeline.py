@@ -10,7 +10,7 @@ Every figure below comes from the same run, the same broker and the same pre-pro
 
 - ceiling: kafka-python `KafkaConsumer.poll(max_records=B)` of the same events with no processing
   (one process), and raw pipelined `XADD` of alert payloads (500 per pipeline) to the same Redis;
-- end-to-end: the worker exactly as `streamwarden run` builds it (`pipeline.cli.build_live_runner`:
+- end-to-end: the worker exactly as `streamwarden run` builds it (`pipeline.worker.build_live_runner`:
   BatchConsumer + decode + StreamProcessor + RedisAlertSink + DLQ, default settings except
   `runner.max_records = B`), in process, one fresh consumer group per run. Rate = records after the
   first poll / time from the first non-empty poll to the end of the batch that reached the last
@@ -262,7 +262,7 @@ class Timed:
 def pipeline_run(env: Env, domain: str, n: int, max_records: int, tag: str, *, model: dict[str, Any] | None = None,
                  profile_to: Path | None = None) -> dict[str, Any]:
     """One in-process worker over the pre-produced topic, as `streamwarden run` builds it."""
-    from pipeline.cli import build_live_runner
+    from pipeline.worker import build_live_runner
 
     settings = worker_settings(env, domain, tag, max_records, model=model)
     runner, close = build_live_runner(settings, max_events=n, idle_timeout_s=60.0)
@@ -321,7 +321,7 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
     import redis
 
     from ingest.consumer import create_topics
-    from pipeline.cli import build_live_runner
+    from pipeline.worker import build_live_runner
     from sinks.alert import Alert
 
     topic = f"bench-{env.run}-{tag}"  # a fresh topic per run: no backlog from an earlier run
@@ -376,7 +376,7 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
 def worker_main(args: dict[str, Any]) -> None:
     """Child process: one worker of the group; holds its partitions paused until the go file appears."""
     limit_threads()
-    from pipeline.cli import build_live_runner
+    from pipeline.worker import build_live_runner
     from pipeline.settings import load_settings
 
     settings = load_settings(**args["settings"])

@@ -1,15 +1,6 @@
-"""Error types of the ingest package, and the project's root exception."""
+"""Error types of the ingest package."""
 
-
-class StreamwardenError(Exception):
-    """Root of every error the project raises on purpose. `retriable` says whether trying again may help."""
-
-    retriable: bool = False
-
-    def __init__(self, message: str = "", *, retriable: bool | None = None) -> None:
-        super().__init__(message)
-        if retriable is not None:
-            self.retriable = retriable
+from streamwarden.errors import StreamwardenError
 
 
 class IngestError(StreamwardenError):

@@ -26,8 +26,9 @@ from ingest.records import Record
 from ingest.schemas import Label, encode_event
 from pipeline.domains import build_processor
 from pipeline.errors import ConfigError
-from pipeline.runner import DomainBatch, Runner, RunnerConfig, RunStats
+from pipeline.runner import Runner, RunnerConfig, RunStats
 from pipeline.settings import Settings
+from stream_models.engine import DomainBatch
 
 LABELS_TOPIC = "labels"
 
@@ -248,6 +249,9 @@ def run_backtest(
     model = model.model_copy(update={"label_delay_s": delay})
     settings = settings.model_copy(update={domain: model})
 
+    from stream_models.device import set_torch_threads
+
+    set_torch_threads(settings.runner.torch_threads)
     spec = parse_input(input_spec, settings.topics.labels)
     truth: dict[str, int] = {}
     if isinstance(spec, Path):

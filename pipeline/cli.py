@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,104 +47,6 @@ def _section(**values: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- run
-def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None, max_events: int | None = None) -> tuple[Any, Callable[[], None]]:
-    """The worker: BatchConsumer + RedisAlertSink + DeadLetterQueue around the runner. Returns (runner, close)."""
-    from ingest.consumer import BatchConsumer
-    from ingest.dlq import DeadLetterQueue
-    from ingest.producer import EventProducer
-    from pipeline import champion
-    from pipeline.domains import build_processors
-    from pipeline.observability import RunnerMetrics
-    from pipeline.runner import Runner, RunnerConfig
-    from sinks.redis_sink import RedisAlertSink
-    from stream_models.device import pick_device
-
-    processors = build_processors(settings)
-    topics = [*processors, settings.topics.labels]
-    holder: dict[str, Any] = {}
-    security = settings.kafka.client_config()
-    security.pop("bootstrap_servers")
-    security.pop("client_id")
-    consumer = BatchConsumer(
-        settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
-        on_assign=lambda parts: holder["runner"].on_assign(parts),
-        on_revoke=lambda parts: holder["runner"].on_revoke(parts),
-        on_lost=lambda parts: holder["runner"].on_lost(parts),
-        client_id=settings.kafka.client_id, auto_offset_reset=settings.kafka.auto_offset_reset,
-        config={**security, "session_timeout_ms": settings.kafka.session_timeout_ms,
-                "max_poll_interval_ms": settings.kafka.max_poll_interval_ms},
-    )
-    producer = EventProducer(settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-dlq", config=security)
-    sink = RedisAlertSink(connection=settings.redis.connection(), config=settings.redis.sink_config())
-    metrics = RunnerMetrics()
-    device = pick_device(None if settings.runner.device == "auto" else settings.runner.device)
-    metrics.device.labels(device=str(device)).set(1)
-    state_dir = settings.runner.state_dir
-    r = settings.runner
-    store = open_partition_store(settings)
-    runner = Runner(
-        consumer, sink, DeadLetterQueue(producer), processors, labels_topic=settings.topics.labels,
-        config=RunnerConfig(
-            max_records=r.max_records, poll_timeout_ms=r.poll_timeout_ms, commit_interval_s=r.commit_interval_s,
-            checkpoint_interval_s=r.checkpoint_interval_s, backoff_initial_s=r.backoff_initial_s,
-            backoff_max_s=r.backoff_max_s, idle_timeout_s=idle_timeout_s, max_events=max_events,
-            flush_alerts_every_batch=r.flush_alerts_every_batch,
-            checkpoint_path=state_dir / f"{settings.kafka.group_id}-{'+'.join(settings.domains())}.ckpt",
-        ),
-        metrics=metrics, checkpoint_meta={"config": settings.masked()},
-        partition_store=store,
-        partition_count=(lambda topic: settings.state.partitions or _partition_count(consumer, topic)) if store else None,
-    )
-
-    runner.checkpoint_hooks.append(champion.checkpoint_hook(state_dir))
-    closers: list[Callable[[], None]] = [consumer.close, producer.close, sink.close]
-    if settings.model_sync.enabled:
-        from pipeline.model_sync import WorkerModelSync, WorkerModelSyncConfig
-
-        ms = settings.model_sync
-        sync = WorkerModelSync(settings.kafka.bootstrap_servers, WorkerModelSyncConfig(
-            topic=ms.topic, interval_s=ms.interval_s, timeout_s=ms.timeout_s,
-            **({"worker_id": ms.worker_id} if ms.worker_id else {})), client_config=security)
-        runner.start_hooks.append(sync.start)
-        runner.checkpoint_hooks.append(sync)
-        closers.append(sync.close)
-    if store is not None and hasattr(store, "close"):
-        closers.append(store.close)
-    holder["runner"] = runner
-
-    def close() -> None:
-        for closer in closers:
-            try:
-                closer()
-            except Exception as exc:  # closing must not hide the run's own outcome
-                log.warning("close failed", extra={"error": str(exc)})
-
-    return runner, close
-
-
-def open_partition_store(settings: Settings) -> Any:
-    """The partition-state store `state.store` names (None when partition handover is off)."""
-    from pipeline.partition_state import RedisPartitionStateConfig, RedisPartitionStateStore, open_store
-
-    location = settings.state.store
-    if not location:
-        return None
-    group = settings.kafka.group_id
-    if location == "redis" or location.startswith(("redis://", "rediss://", "unix://")):
-        config = RedisPartitionStateConfig(prefix=f"{settings.redis.prefix}partition-state:", ttl_s=settings.state.ttl_s)
-        url = None if location == "redis" else location
-        return RedisPartitionStateStore(url, group, connection=settings.redis.connection(), config=config)
-    return open_store(location, group)
-
-
-def _partition_count(consumer: Any, topic: str) -> int:
-    """Partitions of `topic` from the consumer's cluster metadata (known once partitions are assigned)."""
-    parts = consumer._consumer.partitions_for_topic(topic)  # BatchConsumer exposes no metadata call yet
-    if not parts:
-        raise ConfigError(f"topic {topic!r} has no partitions in the cluster metadata; set state.partitions")
-    return len(parts)
-
-
 @app.command()
 def run(
     config: Path | None = ConfigOption,
@@ -164,6 +65,8 @@ def run(
         observability=_section(metrics_port=metrics_port),
     )
     configure_logging(settings.observability.log_level, settings.observability.log_format)
+    from pipeline.worker import build_live_runner
+
     try:
         runner, close = build_live_runner(settings, idle_timeout_s=idle_timeout, max_events=max_events)
     except ConfigError as exc:
@@ -313,7 +216,7 @@ def models_compare(
     config: Path | None = ConfigOption,
 ) -> None:
     """The running worker's rolling champion/challenger metrics (written at each checkpoint)."""
-    from pipeline.champion import leaderboard_file, read_leaderboard
+    from pipeline.promotion import leaderboard_file, read_leaderboard
 
     settings = settings_or_exit(config)
     rows = read_leaderboard(settings.runner.state_dir, domain)
@@ -329,6 +232,20 @@ def models_compare(
     console.print(table)
 
 
+@models_app.command("list")
+def models_list() -> None:
+    """Every registered detector, what it consumes, how it learns, and the domains it can serve."""
+    from stream_models import catalog
+    from stream_models.engine import detector_names
+
+    table = Table("detector", "consumes", "learns from", "domains", title="detectors")
+    for name in catalog.names():
+        domains = [d for d in ("transactions", "sensors") if name in detector_names(d)]
+        learns = "labels" if catalog.learns_from_labels(name) else "unflagged events"
+        table.add_row(name, catalog.consumes(name), learns, ", ".join(domains) or "–")
+    console.print(table)
+
+
 @models_app.command("promote")
 def models_promote(
     name: str = typer.Argument(..., help="the challenger to make champion"),
@@ -336,8 +253,8 @@ def models_promote(
     config: Path | None = ConfigOption,
 ) -> None:
     """Ask workers to switch champion at their next checkpoint (file `<state_dir>/promote-<domain>`)."""
-    from pipeline.champion import request_promotion
-    from pipeline.domains import detector_names
+    from pipeline.promotion import request_promotion
+    from stream_models.engine import detector_names
 
     settings = settings_or_exit(config)
     model = settings.model(domain)

@@ -94,9 +94,9 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
     from ingest.producer import EventProducer
     from ingest.schemas import DLQ_SUFFIX
     from ingest.simulator import SensorSimulator, TransactionSimulator
-    from pipeline.cli import build_live_runner
     from pipeline.report import write_report
     from pipeline.services import LocalServices
+    from pipeline.worker import build_live_runner
 
     console = console or Console()
     console.rule("streamwarden demo")

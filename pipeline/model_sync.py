@@ -38,8 +38,8 @@ from typing import Any
 
 import torch
 
-from ingest.errors import StreamwardenError
 from pipeline.errors import PipelineError
+from streamwarden.errors import StreamwardenError
 
 log = logging.getLogger("pipeline.model_sync")
 

@@ -3,7 +3,7 @@
 The runner makes no Kafka or Redis calls of its own: its source, sink and dead-letter queue are
 injected, so the live worker (BatchConsumer + RedisAlertSink + DeadLetterQueue) and the backtest
 (replay source + MemorySink) run this very code. Per-domain model work lives behind
-`DomainProcessor` (see pipeline.domains).
+`DomainProcessor` (the stream engine, stream_models.engine).
 
 Delivery: offsets are committed as last + 1 per partition, only after `sink.flush()` and
 `dlq.flush()` succeeded. A retriable flush failure (SinkUnavailable) pauses the assigned
@@ -36,9 +36,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ingest.errors import StreamwardenError
 from pipeline.errors import CheckpointMismatch
 from pipeline.observability import RunnerMetrics
+from stream_models.engine import DomainBatch
+from streamwarden.errors import StreamwardenError
 
 log = logging.getLogger("pipeline.runner")
 
@@ -46,22 +47,8 @@ CHECKPOINT_FORMAT = 1
 TopicPartition = tuple[str, int]
 
 
-@dataclass
-class DomainBatch:
-    """What a domain processor returns for B events (arrival order)."""
-
-    keys: list[str]  # entity per event (card, device)
-    scores: np.ndarray  # (B,) float64; NaN where the event could not be scored yet (window not full)
-    thresholds: np.ndarray  # (B,) float64, the threshold each event was classified with
-    flags: np.ndarray  # (B,) bool, events the champion raises as alerts
-    suppressed: np.ndarray  # (B,) bool, above threshold but held back (warm-up, alarm filter)
-    explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
-    challenger_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,)
-    challenger_flags: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,) bool
-
-
 class DomainProcessor(Protocol):
-    """Per-domain features, detector(s), threshold and learner (built by pipeline.domains)."""
+    """Per-domain features, detector(s), threshold and learner: stream_models.engine.StreamEngine."""
 
     @property
     def domain(self) -> str: ...
@@ -311,13 +298,17 @@ class Runner:
         by_topic: dict[str, list[Any]] = {}
         for record in records:
             by_topic.setdefault(record.topic, []).append(record)
-        label_events: list[Any] = []
+        # Labels first: a label polled with events is already known, and an event whose label delay ends
+        # inside this batch must meet its label before it matures as "genuine".
+        if self.labels_topic in by_topic:
+            result = decode_batch(by_topic.pop(self.labels_topic), "labels")
+            self._reject(result.rejects, "labels")
+            if result.events:
+                for processor in self.processors.values():
+                    processor.apply_labels(result.events)
+                self.stats.labels += len(result.events)
+                self.metrics.labels_in.inc(len(result.events))
         for topic, topic_records in by_topic.items():
-            if topic == self.labels_topic:
-                result = decode_batch(topic_records, "labels")
-                self._reject(result.rejects, "labels")
-                label_events.extend(result.events)
-                continue
             processor = self.processors.get(topic)
             if processor is None:
                 log.warning("records from unexpected topic skipped", extra={"topic": topic, "count": len(topic_records)})
@@ -326,11 +317,6 @@ class Runner:
             self._reject(result.rejects, processor.domain)
             if result.events:
                 self._score(processor, result.events, result.records)
-        if label_events:
-            for processor in self.processors.values():
-                processor.apply_labels(label_events)
-            self.stats.labels += len(label_events)
-            self.metrics.labels_in.inc(len(label_events))
         for record in records:
             tp = (record.topic, record.partition)
             self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
@@ -359,7 +345,8 @@ class Runner:
             event = events[i]
             alerts.append(
                 Alert(
-                    alert_id=make_alert_id(event.event_id, processor.detector_name, processor.model_version),
+                    alert_id=make_alert_id(event.event_id, batch.champions[i] or processor.detector_name,
+                                           processor.model_version),
                     event_id=event.event_id,
                     entity=batch.keys[i],
                     domain=processor.domain,

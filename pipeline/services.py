@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ingest.errors import StreamwardenError
+from streamwarden.errors import StreamwardenError
 
 DEFAULT_KAFKA_VERSION = "4.1.2"
 

@@ -198,26 +198,38 @@ class RedisSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """Per-domain model wiring (see pipeline.domains): detector, challengers, threshold, learning cadence."""
+    """Per-domain engine settings (the fields of stream_models.engine.EngineConfig; pipeline.domains maps them).
+
+    `detector` is the champion (its flags become alerts), `challengers` score beside it; any registered
+    detector whose input the domain gives (`streamwarden models list`). `params` holds constructor
+    keywords per detector, e.g. `{mlp_classifier: {hidden: [256]}}`.
+    """
 
     detector: str = "dense_autoencoder"
     challengers: tuple[str, ...] = ()
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     model_version: str = "v1"
     threshold_quantile: float = Field(0.995, gt=0.5, lt=1.0)
-    warmup_events: int = Field(500, ge=0, description="model burn-in: the threshold ignores these first scores")
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
-    learn_every: int = Field(512, ge=1, description="events per learning step; scores do not depend on poll sizes")
-    top_features: int = Field(3, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    hidden: int = Field(16, ge=1)
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
-    steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning step")
+    top_features: int = Field(3, ge=0)
+    warmup_events: int = Field(500, ge=0, description="model burn-in: the thresholds ignore these first scores")
+    warmup_fit_epochs: int = Field(0, ge=0, description="> 0: train this many passes over the warm-up at its end")
+    learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
+    learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
+    steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
     batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
     replay_capacity: int = Field(20_000, ge=1)
     drift_delta: float = Field(0.002, ge=0, lt=1, description="ADWIN confidence on the scores; 0 = no drift monitor")
     drift_lr_boost: float = Field(3.0, gt=0)
-    label_delay_s: float = Field(7 * 86_400.0, ge=0, description="transactions: after this, unlabelled = genuine")
+    label_delay_s: float = Field(7 * 86_400.0, ge=0, description="after this, an unlabelled event counts as normal")
+    auto_promote: bool = Field(False, description="promote the challenger with the best average precision on labels")
+    promote_min_positives: int = Field(50, ge=1)
+    promote_margin: float = Field(0.02, ge=0)
+    sequence_length: int = Field(5, ge=1, description="transactions: card sequence length for sequence detectors")
     window: int = Field(16, ge=2, description="sensors: readings per window")
+    freeze_normalisation_after: int | None = Field(None, ge=1, description="sensors: per-device readings to normalise on")
+    drift_horizon: float | None = Field(None, gt=0, description="sensors: widen scales by the warm-up trend")
     alarm_m: int = Field(2, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(3, ge=1)
     quiet_rows: int = Field(30, ge=0, description="sensors: learn from a device only this many rows after a flag")
@@ -235,16 +247,36 @@ class ModelSettings(_Section):
 
 
 class TransactionModelSettings(ModelSettings):
+    """Measured defaults (BENCHMARKS.md, Fraud Handbook): a label-free autoencoder scores from the first
+    event; a supervised MLP learns beside it from chargebacks and takes over once it ranks better."""
+
     detector: str = "dense_autoencoder"
+    challengers: tuple[str, ...] = ("mlp_classifier",)
+    auto_promote: bool = True
+    learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
+    steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
+    replay_capacity: int = Field(140_000, ge=1)
 
 
 class SensorModelSettings(ModelSettings):
-    detector: str = "lstm_autoencoder"
+    """Measured defaults (BENCHMARKS.md, SKAB): an LSTM forecaster fit on the warm-up, then frozen, with a
+    threshold at the 99th percentile of its warm-up errors and a 5-of-10 alarm rule."""
+
+    detector: str = "lstm_forecaster"
+    params: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"lstm_forecaster": {"hidden": 32}})
     threshold_quantile: float = Field(0.99, gt=0.5, lt=1.0)
+    threshold_warmup: int = Field(100, ge=1, description="scores the threshold sees before it flags anything")
+    threshold_window: int = Field(2_000, ge=1, description="recent scores the threshold quantile is taken over")
+    warmup_events: int = Field(400, ge=0, description="the first readings: the models are fit on them")
+    warmup_fit_epochs: int = Field(30, ge=0, description="> 0: train this many passes over the warm-up at its end")
+    learn_after_warmup: bool = Field(False, description="False: models and thresholds freeze after warm-up")
     label_delay_s: float = Field(3_600.0, ge=0, description="windows held back from learning wait this long")
     drift_delta: float = Field(0.0, ge=0, lt=1, description="off: autocorrelated sensor scores trip ADWIN constantly")
-    warmup_events: int = Field(1_000, ge=0, description="model burn-in: the threshold ignores these first scores")
-    threshold_window: int = Field(2_000, ge=1, description="recent scores the threshold quantile is taken over")
+    window: int = Field(30, ge=2, description="sensors: readings per window")
+    freeze_normalisation_after: int | None = Field(400, ge=1, description="sensors: per-device readings to normalise on")
+    drift_horizon: float | None = Field(800.0, gt=0, description="sensors: widen scales by the warm-up trend")
+    alarm_m: int = Field(5, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
+    alarm_n: int = Field(10, ge=1)
 
 
 class RunnerSettings(_Section):
@@ -258,6 +290,7 @@ class RunnerSettings(_Section):
     backoff_max_s: float = Field(5.0, gt=0)
     flush_alerts_every_batch: bool = Field(True, description="alerts reach Redis after their batch, not at commit")
     device: str = "auto"
+    torch_threads: int = Field(1, ge=0, description="torch CPU threads per worker (one worker per core); 0 = torch's default")
 
     @model_validator(mode="after")
     def _backoff(self) -> RunnerSettings:

@@ -1,6 +1,6 @@
 """Error types of the sinks package."""
 
-from ingest.errors import StreamwardenError
+from streamwarden.errors import StreamwardenError
 
 
 class SinkError(StreamwardenError):

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ingest.errors import StreamwardenError
+from streamwarden.errors import StreamwardenError
 
 T = TypeVar("T")
 

@@ -1,11 +1,14 @@
 """The registry of detectors, so settings and tests can build any of them by name.
 
 A detector module registers its class (or factory function) with `@register("name")`. The
-factory is called as `factory(n_features=F, **params)` and must accept a `seed` keyword. It
-declares, as attributes:
+factory is called as `factory(n_features=F, feature_names=[...], **params)` and must accept `seed`
+and `device` keywords. It declares, as attributes (what the stream engine reads to feed it):
 
-- `input_kind`: "tabular" (X is (B, F)) or "window" (X is (B, W, C), with F = C channels and the
-  built detector's `window` attribute = W). Default "tabular".
+- `consumes`: "rows" (X is (B, F): one feature row per event), "windows" (X is (B, W, C): a device's
+  last W readings of C channels; the built detector's `window` attribute = W) or "sequences"
+  (X is (B, T, F): a card's last T feature rows). Default "rows".
+- `learns_from_labels`: True when the detector learns from (delayed) labels; False when it learns
+  from what its threshold calls normal. Default False.
 - `check_params` (optional): small parameters that make it fast and quick to warm up in the
   generic check suite (`stream_models.checks`), e.g. a short window or few hidden units.
 
@@ -37,6 +40,7 @@ _MODULES: tuple[str, ...] = (
 )
 
 DETECTORS: dict[str, Callable[..., Detector]] = {}
+CONSUMES = ("rows", "windows", "sequences")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,9 +52,9 @@ def register(name: str) -> Callable[[F], F]:
         existing = DETECTORS.get(name)
         if existing is not None and existing is not factory and _qualname(existing) != _qualname(factory):
             raise ModelError(f"detector name {name!r} is already registered by {_qualname(existing)}")
-        kind = getattr(factory, "input_kind", "tabular")
-        if kind not in ("tabular", "window"):
-            raise ModelError(f"{_qualname(factory)}.input_kind must be 'tabular' or 'window', got {kind!r}")
+        kind = getattr(factory, "consumes", "rows")
+        if kind not in CONSUMES:
+            raise ModelError(f"{_qualname(factory)}.consumes must be one of {CONSUMES}, got {kind!r}")
         DETECTORS[name] = factory
         return factory
 
@@ -81,9 +85,14 @@ def factory(name: str) -> Callable[..., Detector]:
         raise ModelError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}") from None
 
 
-def input_kind(name: str) -> str:
-    """The input kind of detector `name`: "tabular" or "window" (see the module docstring)."""
-    return getattr(factory(name), "input_kind", "tabular")
+def consumes(name: str) -> str:
+    """What detector `name` is fed: "rows", "windows" or "sequences" (see the module docstring)."""
+    return str(getattr(factory(name), "consumes", "rows"))
+
+
+def learns_from_labels(name: str) -> bool:
+    """Whether detector `name` learns from (delayed) labels rather than from unflagged events."""
+    return bool(getattr(factory(name), "learns_from_labels", False))
 
 
 def make(name: str, n_features: int, **params: Any) -> Detector:

@@ -26,7 +26,7 @@ def sample_data(detector: Detector, n: int = 96, seed: int = 0) -> tuple[np.ndar
     """Synthetic float32 inputs of the detector's shape, with ~10% shifted "anomalies" labelled 1."""
     rng = np.random.default_rng(seed)
     n_features = len(detector.feature_names)
-    if getattr(detector, "input_kind", "tabular") == "window":
+    if getattr(detector, "consumes", "rows") != "rows":
         window = int(detector.window)  # type: ignore[attr-defined]
         t = np.arange(window)[None, :, None] + rng.integers(0, 100, (n, 1, 1))
         X = np.sin(0.3 * t + np.arange(n_features)[None, None, :]) + 0.1 * rng.normal(

@@ -16,3 +16,11 @@ def pick_device(preferred: str | None = None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} was asked for but CUDA is not available on this machine")
     return device
+
+
+def set_torch_threads(n: int) -> None:
+    """CPU threads torch may use in this process (0 keeps torch's default of one per core).
+
+    One worker per core wants 1: more threads oversubscribe the cores when workers share a machine."""
+    if n > 0 and torch.get_num_threads() != n:
+        torch.set_num_threads(n)

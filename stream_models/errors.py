@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ingest.errors import StreamwardenError
+from streamwarden.errors import StreamwardenError
 
 
 class ModelError(StreamwardenError):

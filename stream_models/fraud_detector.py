@@ -38,7 +38,8 @@ class FraudDetectorConfig:
 class FraudDetector:
     """AE error + features -> MLP. `learn_many(X, y)`: the AE learns from rows with y == 0 only."""
 
-    input_kind = "tabular"
+    consumes = "rows"
+    learns_from_labels = True
     check_params: dict[str, Any] = {"ae_hidden": (8, 2), "mlp_hidden": (16,)}
 
     def __init__(self, feature_names: Sequence[str] | None = None, config: FraudDetectorConfig | None = None,

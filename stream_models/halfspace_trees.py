@@ -57,7 +57,8 @@ class HalfSpaceTreesDetector:
         `window_size` learned rows.
     """
 
-    input_kind = "tabular"
+    consumes = "rows"
+    learns_from_labels = False
     check_params: dict[str, Any] = {"n_trees": 4, "height": 5, "window_size": 20}
 
     def __init__(
@@ -69,6 +70,7 @@ class HalfSpaceTreesDetector:
         height: int = 8,
         window_size: int = 250,
         seed: int | None = 0,
+        device: str | None = None,  # River runs on the CPU; accepted like every detector's
     ) -> None:
         if n_features is not None and not isinstance(n_features, int):
             n_features, feature_names = None, n_features

@@ -69,6 +69,6 @@ def make_lstm_autoencoder(
     return LSTMAutoencoder(LSTMAutoencoderConfig(n_channels=n_features, **params), feature_names)
 
 
-make_lstm_autoencoder.input_kind = "window"  # type: ignore[attr-defined]
+make_lstm_autoencoder.consumes = "windows"  # type: ignore[attr-defined]
 make_lstm_autoencoder.check_params = {"window": 6, "hidden": 8, "latent": 4}  # type: ignore[attr-defined]
 register("lstm_autoencoder")(make_lstm_autoencoder)

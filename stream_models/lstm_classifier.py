@@ -53,7 +53,8 @@ class LSTMClassifier(TorchTabularDetector):
     """Sequence classifier on (B, T, F); one Adam step per `learn_many`."""
 
     config: LSTMClassifierConfig
-    input_kind = "window"
+    consumes = "sequences"
+    learns_from_labels = True
     check_params: dict[str, Any] = {"lstm_hidden": 8, "head_hidden": 8, "window": 5}
 
     def __init__(self, feature_names: Sequence[str] | None = None, config: LSTMClassifierConfig | None = None,

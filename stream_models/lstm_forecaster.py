@@ -69,6 +69,6 @@ def make_lstm_forecaster(
     return LSTMForecaster(LSTMForecasterConfig(n_channels=n_features, **params), feature_names)
 
 
-make_lstm_forecaster.input_kind = "window"  # type: ignore[attr-defined]
+make_lstm_forecaster.consumes = "windows"  # type: ignore[attr-defined]
 make_lstm_forecaster.check_params = {"window": 6, "hidden": 8}  # type: ignore[attr-defined]
 register("lstm_forecaster")(make_lstm_forecaster)

@@ -87,7 +87,8 @@ class TorchTabularDetector:
 
     config: TabularModelConfig
 
-    input_kind = "tabular"
+    consumes = "rows"
+    learns_from_labels = False
 
     def __init__(self, feature_names: Sequence[str] | None, config: TabularModelConfig,
                  n_features: int | None = None, **params: Any) -> None:
@@ -243,6 +244,7 @@ class MLPClassifier(TorchTabularDetector):
     Built from `feature_names` (or `n_features`) and a config; keyword `params` override config fields.
     """
 
+    learns_from_labels = True
     config: MLPClassifierConfig
     check_params: dict[str, Any] = {"hidden": (16,)}
 

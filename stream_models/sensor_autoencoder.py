@@ -68,6 +68,6 @@ def make_window_autoencoder(
     return WindowAutoencoder(WindowAutoencoderConfig(n_channels=n_features, **params), feature_names)
 
 
-make_window_autoencoder.input_kind = "window"  # type: ignore[attr-defined]
+make_window_autoencoder.consumes = "windows"  # type: ignore[attr-defined]
 make_window_autoencoder.check_params = {"window": 6, "hidden": 8, "latent": 2}  # type: ignore[attr-defined]
 register("window_autoencoder")(make_window_autoencoder)

@@ -49,7 +49,8 @@ class TorchWindowDetector(ABC):
     """Base of the torch window detectors; subclasses build the module and map a batch to outputs."""
 
     config: WindowModelConfig
-    input_kind = "window"
+    consumes = "windows"
+    learns_from_labels = False
 
     def __init__(self, config: WindowModelConfig, channels: Sequence[str] | None = None) -> None:
         self.config = config

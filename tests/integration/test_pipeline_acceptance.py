@@ -23,11 +23,12 @@ from ingest.producer import EventProducer
 from ingest.simulator import SensorSimulator, TransactionSimulator
 from pipeline.settings import Settings, load_settings
 from sinks.alert import Alert
+from tests.small_models import SMALL_PARAMS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 SMALL_MODEL = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.97, "learn_every": 32,
-               "hidden": 4, "threshold_window": 400, "batch_size": 32, "steps_per_update": 1}
+               "params": SMALL_PARAMS, "auto_promote": False, "threshold_window": 400, "batch_size": 32, "steps_per_update": 1}
 
 
 def sections(kafka_bootstrap: str, redis_url: str, prefix: str, topics: dict[str, str], group: str, state_dir: Path,
@@ -89,7 +90,7 @@ def end_offsets(kafka_bootstrap: str, topics: list[str]) -> dict[tuple[str, int]
 
 
 def run_in_process(settings: Settings, idle_timeout_s: float = 4.0) -> Any:
-    from pipeline.cli import build_live_runner
+    from pipeline.worker import build_live_runner
 
     runner, close = build_live_runner(settings, idle_timeout_s=idle_timeout_s)
     try:

@@ -23,6 +23,7 @@ from pipeline.runner import Runner, RunnerConfig
 from pipeline.settings import Settings, load_settings
 from sinks.memory_sink import MemorySink
 from tests.reliability import harness as h
+from tests.small_models import SMALL_PARAMS
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -73,7 +74,7 @@ def half(partition: int, n: int, seed: int) -> list[Record]:
 
 def settings() -> Settings:
     return load_settings(runner={"device": "cpu"}, transactions={
-        "warmup_events": 64, "threshold_warmup": 32, "learn_every": 16, "hidden": 4, "learning_rate": 3e-3,
+        "warmup_events": 64, "threshold_warmup": 32, "learn_every": 16, "params": SMALL_PARAMS, "auto_promote": False,
         "steps_per_update": 4, "threshold_window": 200})
 
 

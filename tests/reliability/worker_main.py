@@ -48,9 +48,9 @@ def _log_features(runner: Any, path: str) -> None:
 
 
 def main() -> int:
-    from pipeline.cli import build_live_runner
     from pipeline.observability import configure_logging
     from pipeline.settings import load_settings
+    from pipeline.worker import build_live_runner
 
     settings = load_settings()
     configure_logging("INFO", "text")

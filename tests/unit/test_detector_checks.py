@@ -26,7 +26,7 @@ def test_detector_passes_check(name, check):
     detector = factory()
     assert isinstance(detector, Detector)
     X, y = checks.sample_data(detector)
-    if catalog.input_kind(name) == "window":
+    if catalog.consumes(name) != "rows":
         assert X.ndim == 3 and X.shape[2] == N_FEATURES
     else:
         assert X.shape == (96, N_FEATURES)
@@ -35,7 +35,9 @@ def test_detector_passes_check(name, check):
 
 def test_catalog_knows_the_baseline_and_refuses_unknown_names():
     assert "halfspace_trees" in catalog.names()
-    assert catalog.input_kind("halfspace_trees") == "tabular"
+    assert catalog.consumes("halfspace_trees") == "rows"
+    assert catalog.consumes("lstm_classifier") == "sequences"
+    assert catalog.learns_from_labels("mlp_classifier") and not catalog.learns_from_labels("dense_autoencoder")
     with pytest.raises(ModelError, match="unknown detector"):
         catalog.make("no_such_detector", 3)
 
@@ -43,7 +45,7 @@ def test_catalog_knows_the_baseline_and_refuses_unknown_names():
 def test_register_refuses_a_second_detector_under_the_same_name():
     @catalog.register("test_only_detector")
     class First:
-        input_kind = "tabular"
+        consumes = "rows"
 
     try:
         with pytest.raises(ModelError):
@@ -56,7 +58,7 @@ def test_register_refuses_a_second_detector_under_the_same_name():
 
             @catalog.register("test_only_bad_kind")
             class BadKind:
-                input_kind = "graph"
+                consumes = "graph"
 
     finally:
         catalog.DETECTORS.pop("test_only_detector", None)
@@ -65,7 +67,7 @@ def test_register_refuses_a_second_detector_under_the_same_name():
 class _Broken:
     """A detector that breaks the contract in several ways, to prove the checks can fail."""
 
-    input_kind = "tabular"
+    consumes = "rows"
 
     def __init__(self) -> None:
         self.feature_names = [f"f{i}" for i in range(N_FEATURES)]
@@ -118,7 +120,7 @@ def test_feature_names_check_catches_duplicate_names():
 
 def test_sample_data_has_the_windowed_shape_for_window_detectors():
     class Windowed:
-        input_kind = "window"
+        consumes = "windows"
         window = 12
         feature_names = ["a", "b", "c"]
 

@@ -8,8 +8,9 @@ import pytest
 
 from ingest.decode import decode_batch
 from ingest.dlq import DeadLetterQueue, decode_dead_letter
-from ingest.errors import DeadLetterFailed, StreamwardenError
+from ingest.errors import DeadLetterFailed
 from ingest.records import Record
+from streamwarden.errors import StreamwardenError
 
 
 class FakeFuture:

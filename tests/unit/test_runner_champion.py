@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from ingest.records import Record
 from ingest.schemas import Label, encode_event
 from ingest.simulator import TransactionSimulator
-from pipeline import champion
+from pipeline import promotion as champion
 from pipeline.cli import app
 from pipeline.domains import build_processor
 from pipeline.observability import RunnerMetrics
@@ -18,9 +18,10 @@ from pipeline.runner import Runner, RunnerConfig
 from pipeline.settings import load_settings
 from sinks.alert import make_alert_id
 from sinks.memory_sink import MemorySink
+from tests.small_models import SMALL_PARAMS
 from tests.unit.test_runner_loop import FakeSource, ListDLQ
 
-TINY = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.95, "learn_every": 32, "hidden": 4,
+TINY = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.95, "learn_every": 32, "params": SMALL_PARAMS, "auto_promote": False,
         "threshold_window": 300, "batch_size": 32, "steps_per_update": 1, "label_delay_s": 86_400.0}
 
 
@@ -33,7 +34,7 @@ def stream(days: int = 6) -> tuple[list[Record], TransactionSimulator]:
 
 
 def make_runner(records: list[Record], state_dir: Path, metrics: RunnerMetrics | None = None) -> tuple[Runner, MemorySink]:
-    settings = load_settings(transactions={**TINY, "detector": "dense_autoencoder", "challengers": ["mlp"]},
+    settings = load_settings(transactions={**TINY, "detector": "dense_autoencoder", "challengers": ["mlp_classifier"]},
                              runner={"device": "cpu"})
     sink = MemorySink()
     runner = Runner(FakeSource(records), sink, ListDLQ(), {"tx": build_processor(settings, "transactions")},
@@ -50,31 +51,31 @@ def test_only_the_champion_alerts_and_every_contender_is_rated_on_labels(tmp_pat
 
     assert sink.alerts and all(a.alert_id == make_alert_id(a.event_id, "dense_autoencoder", "v1") for a in sink.alerts)
     rows = {r["detector"]: r for r in champion.read_leaderboard(tmp_path, "transactions")}
-    assert rows["dense_autoencoder"]["champion"] and not rows["mlp"]["champion"]
-    assert rows["mlp"]["labelled"] == rows["dense_autoencoder"]["labelled"] > 0
-    assert rows["mlp"]["positives"] > 0 and rows["mlp"]["roc_auc"] is not None
+    assert rows["dense_autoencoder"]["champion"] and not rows["mlp_classifier"]["champion"]
+    assert rows["mlp_classifier"]["labelled"] == rows["dense_autoencoder"]["labelled"] > 0
+    assert rows["mlp_classifier"]["positives"] > 0 and rows["mlp_classifier"]["roc_auc"] is not None
 
 
 def test_promotion_requested_from_the_cli_applies_at_the_next_checkpoint(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("STREAMWARDEN_RUNNER__STATE_DIR", str(tmp_path))
-    monkeypatch.setenv("STREAMWARDEN_TRANSACTIONS__CHALLENGERS", '["mlp"]')
+    monkeypatch.setenv("STREAMWARDEN_TRANSACTIONS__CHALLENGERS", '["mlp_classifier"]')
     cli = CliRunner()
     assert cli.invoke(app, ["models", "promote", "isolation"]).exit_code == 2
-    result = cli.invoke(app, ["models", "promote", "mlp"])
+    result = cli.invoke(app, ["models", "promote", "mlp_classifier"])
     assert result.exit_code == 0, result.output
-    assert champion.promotion_file(tmp_path, "transactions").read_text().strip() == "mlp"
+    assert champion.promotion_file(tmp_path, "transactions").read_text().strip() == "mlp_classifier"
 
     records, _ = stream(days=3)
     runner, _ = make_runner(records, tmp_path)
     runner.step()
     assert runner.processors["tx"].detector_name == "dense_autoencoder"  # not before a checkpoint
     runner.checkpoint()
-    assert runner.processors["tx"].detector_name == "mlp"
+    assert runner.processors["tx"].detector_name == "mlp_classifier"
     assert not champion.promotion_file(tmp_path, "transactions").exists()
 
     shown = cli.invoke(app, ["models", "compare"])
     assert shown.exit_code == 0, shown.output
-    assert "mlp" in shown.output and "True" in shown.output
+    assert "mlp_classifier" in shown.output and "True" in shown.output
 
 
 def test_metrics_endpoint_counts_events_rejects_and_alerts(tmp_path: Path) -> None:
@@ -90,5 +91,5 @@ def test_metrics_endpoint_counts_events_rejects_and_alerts(tmp_path: Path) -> No
     assert 'streamwarden_rejects_total{domain="transactions",reason="not_utf8"} 1.0' in body
     assert f'streamwarden_alerts_total{{domain="transactions"}} {float(len(sink.alerts))}' in body
     assert "streamwarden_batch_seconds_count" in body
-    assert 'streamwarden_model_loss{detector="mlp",domain="transactions"}' in body
+    assert 'streamwarden_model_loss{detector="mlp_classifier",domain="transactions"}' in body
     assert stats.labels > 0

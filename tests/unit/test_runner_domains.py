@@ -12,12 +12,13 @@ import pytest
 from pipeline.domains import build_processor
 from pipeline.settings import Settings, load_settings
 from stream_models import checkpoint
+from tests.small_models import SMALL_PARAMS
 
 T0 = 1.75e9
 
 
 def small_settings(**sections: Any) -> Settings:
-    tiny = {"warmup_events": 64, "threshold_warmup": 32, "learn_every": 16, "hidden": 4, "threshold_window": 200, "threshold_quantile": 0.95}
+    tiny = {"warmup_events": 64, "threshold_warmup": 32, "learn_every": 16, "params": SMALL_PARAMS, "auto_promote": False, "threshold_window": 200, "threshold_quantile": 0.95}
     return load_settings(
         runner={"domain": "all", "device": "cpu"},
         transactions={**tiny, **sections.get("transactions", {})},
@@ -107,15 +108,16 @@ def test_challengers_are_scored_but_only_the_champion_alerts_and_labels_rate_the
 def test_an_unknown_detector_name_is_a_config_error_naming_the_setting() -> None:
     from pipeline.errors import ConfigError
 
-    processor = build_processor(small_settings(transactions={"detector": "magic"}), "transactions")
     with pytest.raises(ConfigError, match="transactions.detector"):
-        processor.process(transactions(3))
+        build_processor(small_settings(transactions={"detector": "magic"}), "transactions")
+    with pytest.raises(ConfigError, match="consumes windows"):  # a sensor model cannot read transactions
+        build_processor(small_settings(transactions={"challengers": ["lstm_forecaster"]}), "transactions")
 
 
 def test_catalog_detectors_serve_as_transaction_challengers() -> None:
-    from pipeline.domains import detector_names
+    from stream_models.engine import detector_names
 
-    assert {"dense_autoencoder", "halfspace_trees", "fraud_detector", "mlp"} <= set(detector_names("transactions"))
+    assert {"dense_autoencoder", "halfspace_trees", "fraud_detector", "mlp_classifier"} <= set(detector_names("transactions"))
     settings = small_settings(transactions={"challengers": ["halfspace_trees", "fraud_detector"]})
     processor = build_processor(settings, "transactions")
     batch = processor.process(transactions(150))

@@ -139,9 +139,9 @@ def _feature_log(processor: Any) -> dict[str, np.ndarray]:
     own = processor.featurizer.update
 
     def update(events: Any) -> Any:
-        keys, X, ready = own(events)
-        rows.update({e.event_id: x.copy() for e, x in zip(events, X, strict=True)})
-        return keys, X, ready
+        keys, inputs, ready = own(events)
+        rows.update({e.event_id: x.copy() for e, x in zip(events, inputs["rows"], strict=True)})
+        return keys, inputs, ready
 
     processor.featurizer.update = update
     return rows
@@ -192,8 +192,8 @@ def test_partitions_move_with_their_card_state_through_the_store(tmp_path: Path)
 
 
 def test_partition_handover_and_model_sync_are_off_by_default_and_set_by_settings(tmp_path: Path) -> None:
-    from pipeline.cli import open_partition_store
     from pipeline.settings import load_settings
+    from pipeline.worker import open_partition_store
 
     default = load_settings()
     assert open_partition_store(default) is None and not default.model_sync.enabled
@@ -262,4 +262,4 @@ def test_a_sensor_partition_moves_its_windows_alarm_state_and_quiet_counters() -
     _, X_new, ready_new = new.featurizer.update(later)
     _, X_ref, ready_ref = reference.featurizer.update(later)
     np.testing.assert_array_equal(ready_new, ready_ref)
-    np.testing.assert_allclose(X_new, X_ref)
+    np.testing.assert_allclose(X_new["windows"], X_ref["windows"])

@@ -76,7 +76,7 @@ def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="backoff_initial_s"):
         load_settings(runner={"backoff_initial_s": 10, "backoff_max_s": 1})
     with pytest.raises(ConfigError, match="champion"):
-        load_settings(transactions={"detector": "mlp", "challengers": ["mlp"]})
+        load_settings(transactions={"detector": "mlp_classifier", "challengers": ["mlp_classifier"]})
 
 
 def test_kafka_security_settings_pass_straight_through_to_kafka_python(tmp_path: Path) -> None:

@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ingest.errors import StreamwardenError
 from sinks.alert import Alert
 from sinks.connection import RedisConfig, make_client, redact_url
 from sinks.errors import SinkError, SinkUnavailable
 from sinks.redis_sink import RedisAlertSink, RedisSinkConfig
 from sinks.retry import RetryPolicy
 from sinks.subscriber import stream_start_id
+from streamwarden.errors import StreamwardenError
 
 
 def closed_port() -> int:

@@ -1,29 +1,23 @@
 """Champion and challengers: several detectors score the same stream, only the champion raises alerts.
 
-Every contender has its own threshold and learns from the rows its own threshold calls normal.
-When labels arrive, each contender's remembered score for that event joins a rolling window
-from which `leaderboard()` computes ROC AUC, AP and precision/recall at its threshold.
-
-Promotion is asked for with a small file, never applied mid-stream: `streamwarden models
-promote NAME` writes `<state_dir>/promote-<domain>` holding the contender's name; the worker
-reads it at its next checkpoint boundary, switches the champion, deletes the file and writes
-`<state_dir>/leaderboard-<domain>.json` (which `streamwarden models compare` prints).
+Every contender has its own threshold and learns its own way (from labels, or from the rows its own
+threshold calls normal). When labels arrive, each contender's remembered score for that event joins a
+rolling window from which `leaderboard()` computes ROC AUC, AP and precision/recall at its threshold.
+`best_by_labels()` is the automatic promotion rule: the contender with the best average precision once
+enough labelled positives were seen (a label-free champion hands over to a supervised challenger when
+chargebacks start to arrive).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger("pipeline.champion")
+log = logging.getLogger("stream_models.engine")
 
 
 @dataclass
@@ -32,6 +26,7 @@ class Contender:
 
     name: str
     detector: Any  # stream_models Detector
+    consumes: str  # "rows", "windows" or "sequences" (see stream_models.catalog)
     threshold: Any  # classify_many / update_many / reset / state_dict
     learner: Any = None  # stream_models.learner.OnlineLearner feeding `detector`
     drift: Any = None  # stream_models.drift.DriftMonitor over the contender's scores
@@ -85,11 +80,12 @@ class ChampionBoard:
     def challengers(self) -> list[str]:
         return [n for n in self._names if n != self.champion]
 
-    def score(self, X: np.ndarray) -> dict[str, Scored]:
+    def score(self, inputs: dict[str, np.ndarray]) -> dict[str, Scored]:
+        """Every contender scores its own input kind (`inputs[contender.consumes]`)."""
         out = {}
         for name in self._names:
             c = self.contenders[name]
-            scores = np.asarray(c.detector.score_many(X), dtype=np.float64)
+            scores = np.asarray(c.detector.score_many(inputs[c.consumes]), dtype=np.float64)
             flags = np.asarray(c.threshold.classify_many(scores), dtype=bool)
             out[name] = Scored(scores, flags, np.full(len(scores), float(c.threshold.threshold)))
         return out
@@ -127,6 +123,8 @@ class ChampionBoard:
         """Rolling metrics per contender over the last labelled events."""
         from sklearn.metrics import average_precision_score, roc_auc_score
 
+        from evaluation.metrics import precision_recall
+
         rows = []
         y = np.array([r[2] for r in self._rated], dtype=int)
         for k, name in enumerate(self._names):
@@ -135,14 +133,26 @@ class ChampionBoard:
             if len(y):
                 s = np.array([r[0][k] for r in self._rated])
                 f = np.array([r[1][k] for r in self._rated], dtype=bool)
-                tp, fp, fn = int((f & (y == 1)).sum()), int((f & (y == 0)).sum()), int((~f & (y == 1)).sum())
-                row.update(positives=int(y.sum()), alerts=int(f.sum()),
-                           precision=tp / (tp + fp) if tp + fp else None,
-                           recall=tp / (tp + fn) if tp + fn else None)
+                precision, recall = precision_recall(y, f)
+                row.update(positives=int(y.sum()), alerts=int(f.sum()), precision=precision, recall=recall)
                 if 0 < y.sum() < len(y) and np.isfinite(s).all():
                     row.update(roc_auc=float(roc_auc_score(y, s)), average_precision=float(average_precision_score(y, s)))
             rows.append(row)
         return rows
+
+    def best_by_labels(self, min_positives: int, margin: float) -> str | None:
+        """The contender whose average precision on the rated events beats the champion's by `margin`
+        (None while fewer than `min_positives` labelled positives were rated, or when none does)."""
+        y = np.array([r[2] for r in self._rated], dtype=int)
+        if len(self._names) < 2 or int(y.sum()) < min_positives or y.sum() == len(y):
+            return None
+        from sklearn.metrics import average_precision_score
+
+        S = np.stack([r[0] for r in self._rated])  # (N, K)
+        ap = {n: float(average_precision_score(y, S[:, k])) if np.isfinite(S[:, k]).all() else -1.0
+              for k, n in enumerate(self._names)}
+        best = max(self._names, key=lambda n: ap[n])
+        return best if best != self.champion and ap[best] > ap[self.champion] + margin else None
 
     def promote(self, name: str) -> None:
         if name not in self.contenders:
@@ -176,64 +186,3 @@ class ChampionBoard:
         )
         self._rated.clear()
         self._rated.extend((np.asarray(s), np.asarray(f), int(y)) for s, f, y in state["rated"])
-
-
-# ------------------------------------------------------------------------- promotion requests
-def promotion_file(state_dir: Path, domain: str) -> Path:
-    return state_dir / f"promote-{domain}"
-
-
-def leaderboard_file(state_dir: Path, domain: str) -> Path:
-    return state_dir / f"leaderboard-{domain}.json"
-
-
-def request_promotion(state_dir: Path, domain: str, name: str) -> Path:
-    """Ask running workers to make `name` the champion at their next checkpoint."""
-    return _atomic_write(promotion_file(state_dir, domain), name + "\n")
-
-
-def take_promotion(state_dir: Path, domain: str) -> str | None:
-    """The pending promotion request, removed once read (None when there is none)."""
-    path = promotion_file(state_dir, domain)
-    try:
-        name = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    path.unlink(missing_ok=True)
-    return name or None
-
-
-def write_leaderboard(state_dir: Path, domain: str, rows: list[dict[str, Any]]) -> Path:
-    return _atomic_write(leaderboard_file(state_dir, domain), json.dumps(rows, indent=2))
-
-
-def read_leaderboard(state_dir: Path, domain: str) -> list[dict[str, Any]] | None:
-    path = leaderboard_file(state_dir, domain)
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
-
-
-def checkpoint_hook(state_dir: Path) -> Any:
-    """Runner checkpoint hook: apply pending promotion requests, then publish each domain's leaderboard."""
-
-    def apply(runner: Any) -> None:
-        for processor in runner.processors.values():
-            board = getattr(processor, "board", None)
-            name = take_promotion(state_dir, processor.domain)
-            if name and board is not None:
-                try:
-                    board.promote(name)
-                except ValueError as exc:
-                    log.error("promotion refused", extra={"error": str(exc)})
-            if board is not None:
-                write_leaderboard(state_dir, processor.domain, board.leaderboard())
-
-    return apply

@@ -1,0 +1,29 @@
+"""What the stream engine returns for one batch of events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class DomainBatch:
+    """The engine's verdict on B events (arrival order)."""
+
+    keys: list[str]  # entity per event (card, device)
+    scores: np.ndarray  # (B,) float64; NaN where the event could not be scored yet (window not full)
+    thresholds: np.ndarray  # (B,) float64, the threshold each event was classified with
+    flags: np.ndarray  # (B,) bool, events the champion raises as alerts
+    suppressed: np.ndarray  # (B,) bool, above threshold but held back (warm-up, alarm filter)
+    warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
+    champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
+    explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
+    challenger_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,)
+    challenger_flags: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,) bool
+
+    def __post_init__(self) -> None:
+        if self.warming_up is None:
+            self.warming_up = np.zeros(len(self.keys), bool)
+        if not self.champions:
+            self.champions = [""] * len(self.keys)

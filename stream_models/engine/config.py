@@ -1,0 +1,66 @@
+"""The stream engine's configuration: one frozen dataclass per domain (pipeline.domains builds it from settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_models.errors import ModelError
+
+DOMAINS = ("transactions", "sensors")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Featurizer -> contenders -> thresholds -> alarm rule -> chunked learning, for one domain."""
+
+    domain: str = "transactions"
+    detector: str = "dense_autoencoder"  # the champion: its flags become alerts
+    challengers: tuple[str, ...] = ()
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # detector name -> constructor keywords
+    model_version: str = "v1"
+    device: str | None = None  # None: cuda when available, else cpu
+    seed: int = 0
+    # thresholds
+    threshold_quantile: float = 0.995
+    threshold_warmup: int = 200  # scores a threshold sees before it flags anything
+    threshold_window: int = 5_000  # recent scores the quantile is taken over
+    top_features: int = 3
+    # warm-up and learning
+    warmup_events: int = 500  # burn-in: the thresholds ignore these first scores
+    warmup_fit_epochs: int = 0  # > 0: at the end of warm-up every contender trains this many passes over it
+    learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
+    learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
+    steps_per_update: int = 2
+    batch_size: int = 512
+    replay_capacity: int = 20_000
+    drift_delta: float = 0.002  # ADWIN confidence on the scores; 0 = no drift monitor
+    drift_lr_boost: float = 3.0
+    label_delay_s: float = 7 * 86_400.0  # after this, an unlabelled event counts as normal
+    # champion / challengers
+    auto_promote: bool = False  # promote the challenger with the best average precision on labels
+    promote_min_positives: int = 50
+    promote_margin: float = 0.02
+    # transactions
+    sequence_length: int = 5  # per-card sequence length for detectors that consume sequences
+    # sensors
+    window: int = 16  # readings per window
+    freeze_normalisation_after: int | None = None  # per device, readings after which mean/std stay fixed
+    drift_horizon: float | None = None  # widen a channel's scale by its warm-up trend over this many readings
+    alarm_m: int = 2  # flags among the last alarm_n rows of a device that raise an alarm
+    alarm_n: int = 3
+    quiet_rows: int = 30  # learn from a device only this many rows after its last flag
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ModelError(f"domain must be one of {DOMAINS}, got {self.domain!r}")
+        if self.detector in self.challengers or len(set(self.challengers)) != len(self.challengers):
+            raise ModelError(f"challengers {list(self.challengers)} must be distinct and exclude {self.detector!r}")
+        if not 1 <= self.alarm_m <= self.alarm_n:
+            raise ModelError(f"need 1 <= alarm_m ({self.alarm_m}) <= alarm_n ({self.alarm_n})")
+        if self.learn_every < 1:
+            raise ModelError("learn_every must be >= 1")
+
+    @property
+    def contenders(self) -> list[str]:
+        return [self.detector, *self.challengers]

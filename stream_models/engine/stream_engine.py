@@ -1,0 +1,394 @@
+"""The stream engine: featurizer -> every contender scores -> thresholds -> alarm rule -> chunked learning.
+
+It is the only engine: the live worker, `streamwarden backtest`, the demo and the quality benchmarks
+all run it (pipeline/ only wraps Kafka and Redis around it). It featurises a whole polled batch at
+once (per-entity state gives the same features for any batching), scores with every contender of its
+`ChampionBoard` (each fed the input kind its detector consumes), and learns in fixed chunks of
+`learn_every` events counted from the start of the stream: models and thresholds only change at those
+boundaries, so an event's score does not depend on how the source happened to cut batches (a backtest
+and a live run agree).
+
+Warm-up: the first `warmup_events` events burn the models in while thresholds ignore their scores.
+With `warmup_fit_epochs` > 0 the models instead train that many passes over the warm-up at its end,
+and each threshold is set from the fitted model's warm-up scores (SKAB's protocol); with
+`learn_after_warmup=False` models and thresholds are then frozen.
+
+>>> from types import SimpleNamespace as Ev
+>>> engine = build_engine(EngineConfig(domain="transactions", detector="halfspace_trees", learn_every=4))
+>>> batch = engine.process([Ev(event_id=str(i), ts=1.7e9 + i, card_id="c1", terminal_id="t1", amount=10.0)
+...                         for i in range(6)])
+>>> batch.scores.shape, bool(batch.flags.any()), bool(batch.warming_up.all())
+((6,), False, True)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from stream_models import catalog
+from stream_models.engine.batch import DomainBatch
+from stream_models.engine.champion import ChampionBoard, Contender, Scored
+from stream_models.engine.config import EngineConfig
+from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeaturizer, check_inputs
+
+log = logging.getLogger("stream_models.engine")
+
+
+def detector_names(domain: str) -> list[str]:
+    """Registered detectors whose input this domain can give (rows and sequences for transactions;
+    windows, sequences and rows for sensors)."""
+    kinds = TransactionFeaturizer.kinds if domain == "transactions" else SensorFeaturizer.kinds
+    return [n for n in catalog.names() if catalog.consumes(n) in kinds]
+
+
+def make_detector(config: EngineConfig, name: str, feature_names: list[str]) -> Any:
+    """Detector `name` from the catalog, with the engine's seed/device, its window or sequence length,
+    and the user's `params[name]` on top."""
+    kind = catalog.consumes(name)
+    params: dict[str, Any] = {"seed": config.seed, "device": config.device}
+    if kind == "windows" or (kind == "sequences" and config.domain == "sensors"):
+        params["window"] = config.window
+    elif kind == "sequences":
+        params["window"] = config.sequence_length
+    params.update(config.params.get(name, {}))
+    return catalog.make(name, n_features=len(feature_names), feature_names=list(feature_names), **params)
+
+
+def make_contender(config: EngineConfig, name: str, feature_names: list[str]) -> Contender:
+    """Detector + threshold + online learner (replay buffer, delayed labels) + drift monitor."""
+    from stream_models.drift import DriftMonitor
+    from stream_models.learner import OnlineLearner, OnlineLearnerConfig
+    from stream_models.thresholds import QuantileThreshold
+
+    detector = make_detector(config, name, feature_names)
+    learner = OnlineLearner(detector, OnlineLearnerConfig(
+        supervised=catalog.learns_from_labels(name), label_delay_s=config.label_delay_s,
+        update_every_events=config.learn_every, update_every_ms=None, steps_per_update=config.steps_per_update,
+        batch_size=config.batch_size, replay_capacity=config.replay_capacity, seed=config.seed))
+    drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,
+                         lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
+    threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,
+                                  window=config.threshold_window, refresh_every=config.learn_every)
+    return Contender(name, detector, catalog.consumes(name), threshold, learner, drift)
+
+
+class _Pending:
+    """Learning material of the current, unfinished chunk (ready rows only)."""
+
+    def __init__(self) -> None:
+        self.inputs: dict[str, list[np.ndarray]] = {}  # kind -> parts of (n, ...)
+        self.ids: list[list[str]] = []
+        self.ts: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []  # (n, K) per contender
+        self.flags: list[np.ndarray] = []  # (n, K)
+        self.learnable: list[np.ndarray] = []  # (n,) gate (sensors: device quiet since its last flag)
+
+    def state(self) -> dict[str, Any]:
+        return {"inputs": {k: list(v) for k, v in self.inputs.items()}, "ids": list(self.ids), "ts": list(self.ts),
+                "scores": list(self.scores), "flags": list(self.flags), "learnable": list(self.learnable)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Pending:
+        p = cls()
+        p.inputs = {k: list(v) for k, v in state["inputs"].items()}
+        p.ids = [list(i) for i in state["ids"]]
+        p.ts, p.scores, p.flags = list(state["ts"]), list(state["scores"]), list(state["flags"])
+        p.learnable = list(state["learnable"])
+        return p
+
+
+class StreamEngine:
+    """Featuriser + champion/challenger detectors + thresholds (+ alarm filter), learning in fixed chunks."""
+
+    def __init__(self, config: EngineConfig, featurizer: Any, *, alarm_filter: Any = None) -> None:
+        self.config = config
+        self.domain = config.domain
+        self.featurizer = featurizer
+        self.model_version = config.model_version
+        self.alarm_filter = alarm_filter
+        self.kinds = sorted({catalog.consumes(n) for n in config.contenders})
+        check_inputs(config.domain, self.kinds, featurizer.kinds)
+        self.board: ChampionBoard | None = None
+        self._names: list[str] | None = None
+        self._since_flag: dict[str, int] = {}
+        self._pending_n = 0
+        self._pending = _Pending()
+        self._learned_n = 0  # events in finished chunks
+        self._warm_done = config.warmup_events == 0 and config.warmup_fit_epochs == 0
+        self._warm: dict[str, list[np.ndarray]] = {}  # warm-up inputs kept for the warm-up fit
+        self.drift_events = 0
+        self.promotions = 0
+        self.losses: dict[str, float] = {}  # contender -> mean score of the normal rows of its last chunk
+        self.events_seen = 0
+
+    @property
+    def detector_name(self) -> str:
+        return self.board.champion if self.board else self.config.detector
+
+    @property
+    def warming_up(self) -> bool:
+        return not self._warm_done
+
+    def _ensure_board(self) -> ChampionBoard | None:
+        if self.board is None and self.featurizer.names:
+            self._names = self.featurizer.names
+            contenders = [make_contender(self.config, n, self._names) for n in self.config.contenders]
+            self.board = ChampionBoard(contenders, self.config.detector)
+        return self.board
+
+    # -------------------------------------------------------------------------- scoring
+    def process(self, events: Sequence[Any]) -> DomainBatch:
+        keys, inputs, ready = self.featurizer.update(events)
+        B = len(keys)
+        out = DomainBatch(keys=keys, scores=np.full(B, np.nan), thresholds=np.full(B, np.nan),
+                          flags=np.zeros(B, bool), suppressed=np.zeros(B, bool), warming_up=np.ones(B, bool))
+        board = self._ensure_board()
+        if board is None:
+            return out
+        inputs = {k: inputs[k] for k in self.kinds}
+        for name in board.names:  # a promotion inside the batch makes the old champion a challenger
+            out.challenger_scores[name] = np.full(B, np.nan)
+            out.challenger_flags[name] = np.zeros(B, bool)
+        ids = [str(e.event_id) for e in events]
+        ts = np.fromiter((e.ts for e in events), np.float64, B)
+        start = 0
+        while start < B:
+            room = self.config.learn_every - self._pending_n
+            to_warm_end = self.config.warmup_events - (self._learned_n + self._pending_n)
+            if to_warm_end > 0:  # the end of warm-up is a chunk boundary
+                room = min(room, to_warm_end)
+            stop = start + min(B - start, room)
+            self._chunk(board, slice(start, stop), keys, inputs, ready, ids, ts, out)
+            self._pending_n += stop - start
+            if stop - start == room:
+                self._learn(board)
+            start = stop
+        self.events_seen += B
+        for name in [n for n in board.names if np.isnan(out.challenger_scores[n]).all() and n == board.champion]:
+            del out.challenger_scores[name], out.challenger_flags[name]
+        return out
+
+    def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
+        """Rows placed at their chunk position in a (learn_every, ...) block: a row's arithmetic is then
+        the same whatever the batch it arrived in (BLAS kernels differ by batch shape)."""
+        block = np.zeros((self.config.learn_every, *part.shape[1:]), dtype=np.float32)
+        block[pos : pos + len(part)] = part
+        return block
+
+    def _chunk(self, board: ChampionBoard, part: slice, keys: list[str], inputs: dict[str, np.ndarray],
+               ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch) -> None:
+        pos = self._pending_n
+        seg_ready = ready[part]
+        rows = np.arange(part.start, part.stop)[seg_ready]
+        raw = np.zeros(part.stop - part.start, bool)
+        champion = board.contenders[board.champion]
+        armed = self._warm_done and math.isfinite(float(champion.threshold.threshold))
+        assert out.warming_up is not None
+        out.warming_up[part] = ~seg_ready | (not armed)
+        blocks = {k: self._block(v[part], pos) for k, v in inputs.items()}
+        if len(rows):
+            sel = pos + np.flatnonzero(seg_ready)
+            scored = {n: Scored(s.scores[sel], s.flags[sel], s.thresholds[sel]) for n, s in board.score(blocks).items()}
+            champ = scored[board.champion]
+            out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
+            raw[rows - part.start] = champ.flags
+            for name in board.challengers:
+                out.challenger_scores[name][rows] = scored[name].scores
+                out.challenger_flags[name][rows] = scored[name].flags
+            board.remember([ids[i] for i in rows], ts[rows], scored)
+        out.champions[part] = [board.champion] * (part.stop - part.start)
+        seg_keys = keys[part]
+        alarms = self.alarm_filter.update_many(seg_keys, raw) if self.alarm_filter is not None else raw.copy()
+        out.flags[part] = alarms
+        out.suppressed[part] = raw & ~alarms
+        gate = np.ones(len(seg_keys), bool)
+        if self.config.quiet_rows and self.alarm_filter is not None:
+            for j, key in enumerate(seg_keys):
+                since = 0 if raw[j] else self._since_flag.get(key, self.config.quiet_rows) + 1
+                self._since_flag[key] = since
+                gate[j] = since > self.config.quiet_rows
+        if len(rows):
+            local = rows - part.start
+            for kind, values in inputs.items():
+                self._pending.inputs.setdefault(kind, []).append(values[part][local])
+            self._pending.ids.append([ids[i] for i in rows])
+            self._pending.ts.append(ts[rows])
+            self._pending.scores.append(np.stack([scored[n].scores for n in board.names], axis=1))
+            self._pending.flags.append(np.stack([scored[n].flags for n in board.names], axis=1))
+            self._pending.learnable.append(gate[local])
+        hit = np.flatnonzero(alarms)
+        if len(hit) and self.config.top_features:
+            explained = champion.detector.explain_many(blocks[champion.consumes], self.config.top_features)
+            for j in hit.tolist():
+                out.explanations[part.start + j] = explained[pos + j]
+
+    # -------------------------------------------------------------------------- learning
+    def _learn(self, board: ChampionBoard) -> None:
+        """End of a chunk: thresholds, drift monitors and learners of every contender take the chunk."""
+        p = self._pending
+        cfg = self.config
+        warm_before = self._warm_done
+        if p.ids:
+            inputs = {k: np.concatenate(v) for k, v in p.inputs.items()}
+            ts = np.concatenate(p.ts)
+            ids = [i for part in p.ids for i in part]
+            S, Fl, gate = np.concatenate(p.scores), np.concatenate(p.flags), np.concatenate(p.learnable)
+            now = float(ts.max())
+            if cfg.warmup_fit_epochs and not self._warm_done:
+                for kind, values in inputs.items():
+                    self._warm.setdefault(kind, []).append(values)
+            elif warm_before and not cfg.learn_after_warmup:
+                pass  # frozen after warm-up
+            else:
+                self._learn_chunk(board, inputs, ids, ts, S, Fl, gate, now, update_thresholds=warm_before)
+            board.expire(now, cfg.label_delay_s)
+        self._learned_n += self._pending_n
+        self._pending = _Pending()
+        self._pending_n = 0
+        if not self._warm_done and self._learned_n >= cfg.warmup_events:
+            warm_rows = sum(len(v) for v in next(iter(self._warm.values()), []))
+            if not cfg.warmup_fit_epochs:
+                self._warm_done = True
+            elif warm_rows >= max(1, cfg.warmup_events // 2):
+                self._fit_warmup(board)
+                self._warm_done = True
+        if cfg.auto_promote and self._warm_done:
+            best = board.best_by_labels(cfg.promote_min_positives, cfg.promote_margin)
+            if best is not None:
+                log.info("champion promoted on labels", extra={"old": board.champion, "new": best})
+                board.promote(best)
+                self.promotions += 1
+
+    def _learn_chunk(self, board: ChampionBoard, inputs: dict[str, np.ndarray], ids: list[str], ts: np.ndarray,
+                     S: np.ndarray, Fl: np.ndarray, gate: np.ndarray, now: float, update_thresholds: bool) -> None:
+        for k, name in enumerate(board.names):
+            c = board.contenders[name]
+            if update_thresholds:  # burn-in scores would inflate thresholds
+                c.threshold.update_many(S[:, k], Fl[:, k])
+                if c.drift is not None and c.drift.update_many(np.log1p(np.maximum(S[:, k], 0.0))):
+                    c.drifts += 1
+                    self.drift_events += 1
+                    if c.drift.actions.reset_threshold:
+                        c.threshold.reset()
+                    if c.drift.actions.lr_boost_events:
+                        c.learner.boost_lr(c.drift.actions.lr_boost_factor)
+            normal = gate & ~Fl[:, k]
+            if normal.any():  # for autoencoders: the reconstruction loss on the rows learned from
+                self.losses[name] = float(np.mean(S[normal, k]))
+            c.learner.observe(inputs[c.consumes], Fl[:, k] | ~gate, event_ids=ids, ts=ts)
+            c.learner.maybe_update(now_ts=now)
+
+    def _fit_warmup(self, board: ChampionBoard) -> None:
+        """Train every contender on the warm-up, then set its threshold from its warm-up scores."""
+        warm = {k: np.concatenate(v) for k, v in self._warm.items()}
+        for c in board.contenders.values():
+            X = warm[c.consumes]
+            for _ in range(self.config.warmup_fit_epochs):
+                c.detector.learn_many(X)
+            scores = np.asarray(c.detector.score_many(X), np.float64)
+            c.threshold.update_many(scores, np.zeros(len(scores), bool))
+        self._warm = {}
+
+    # -------------------------------------------------------------------------- labels
+    def apply_labels(self, labels: Sequence[Any]) -> None:
+        self.featurizer.observe_labels(labels)
+        if self.board is not None:
+            ids, ys = [str(lb.event_id) for lb in labels], [int(lb.label) for lb in labels]
+            self.board.observe_labels(ids, ys)
+            for c in self.board.contenders.values():
+                c.learner.observe_labels(ids, ys)
+
+    # -------------------------------------------------------------------------- models
+    def detectors(self) -> dict[str, Any]:
+        """name -> detector of every contender (empty until the feature names are known)."""
+        board = self._ensure_board()
+        return {name: c.detector for name, c in board.contenders.items()} if board is not None else {}
+
+    # -------------------------------------------------------------------------- partitions
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]:
+        """The per-entity state of one Kafka partition's entities (features, alarm filter, quiet rows)."""
+        from stream_models.entity_store import partition_of
+
+        state: dict[str, Any] = {"features": self.featurizer.snapshot_partition(partition, n_partitions)}
+        state["since_flag"] = {k: v for k, v in self._since_flag.items() if partition_of(k, n_partitions) == partition}
+        if self.alarm_filter is not None:
+            snap = self.alarm_filter.snapshot()
+            keep = [i for i, d in enumerate(snap["devices"]) if partition_of(d, n_partitions) == partition]
+            state["alarm_filter"] = {key: [snap[key][i] for i in keep] for key in ("devices", "bits", "on")}
+        return state
+
+    def restore_partition(self, state: dict[str, Any]) -> None:
+        """Merge a partition's state (from `snapshot_partition`) into this engine's."""
+        self.featurizer.restore_partition(state["features"])
+        self._since_flag.update(state.get("since_flag", {}))
+        if self.alarm_filter is not None and state.get("alarm_filter"):
+            own, extra = self.alarm_filter.snapshot(), state["alarm_filter"]
+            self.alarm_filter.restore({key: list(own[key]) + list(extra[key]) for key in ("devices", "bits", "on")})
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None:
+        """Forget the entities of a partition that moved to another worker."""
+        from stream_models.entity_store import partition_of
+
+        for key in [k for k in self._since_flag if partition_of(k, n_partitions) == partition]:
+            del self._since_flag[key]
+        if self.alarm_filter is not None:
+            for device in self.alarm_filter.snapshot()["devices"]:
+                if partition_of(device, n_partitions) == partition:
+                    self.alarm_filter.reset(device)
+        self.featurizer.drop_partition(partition, n_partitions)
+
+    # -------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "features": self.featurizer.snapshot(),
+            "names": self._names,
+            "board": self.board.state_dict() if self.board else None,
+            "alarm_filter": self.alarm_filter.snapshot() if self.alarm_filter is not None else None,
+            "since_flag": dict(self._since_flag),
+            "pending_n": self._pending_n,
+            "pending": self._pending.state(),
+            "warm": {k: list(v) for k, v in self._warm.items()},
+            "warm_done": self._warm_done,
+            "drift_events": self.drift_events,
+            "promotions": self.promotions,
+            "events_seen": self.events_seen,
+            "learned_n": self._learned_n,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.featurizer.restore(state["features"])
+        self.board = None
+        if state["board"] is not None:
+            board = self._ensure_board()
+            if board is None:
+                raise ValueError(f"{self.domain}: checkpoint has a model but the features have no names")
+            board.load_state_dict(state["board"])
+        if self.alarm_filter is not None and state["alarm_filter"] is not None:
+            self.alarm_filter.restore(state["alarm_filter"])
+        self._since_flag = dict(state["since_flag"])
+        self._pending_n = int(state["pending_n"])
+        self._pending = _Pending.from_state(state["pending"])
+        self._warm = {k: list(v) for k, v in state["warm"].items()}
+        self._warm_done = bool(state["warm_done"])
+        self.drift_events = int(state["drift_events"])
+        self.promotions = int(state["promotions"])
+        self.events_seen = int(state["events_seen"])
+        self._learned_n = int(state["learned_n"])
+
+
+def build_engine(config: EngineConfig) -> StreamEngine:
+    """The engine of one domain, as configured."""
+    needs_sequences = any(catalog.consumes(n) == "sequences" for n in config.contenders)
+    if config.domain == "transactions":
+        featurizer: Any = TransactionFeaturizer(config.label_delay_s,
+                                                config.sequence_length if needs_sequences else 0)
+        return StreamEngine(config, featurizer)
+    from stream_models.alarm_filter import AlarmFilter, AlarmFilterConfig
+
+    featurizer = SensorFeaturizer(config.window, config.freeze_normalisation_after, config.drift_horizon)
+    return StreamEngine(config, featurizer, alarm_filter=AlarmFilter(AlarmFilterConfig(m=config.alarm_m, n=config.alarm_n)))

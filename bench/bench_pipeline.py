@@ -376,8 +376,8 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
 def worker_main(args: dict[str, Any]) -> None:
     """Child process: one worker of the group; holds its partitions paused until the go file appears."""
     limit_threads()
-    from pipeline.worker import build_live_runner
     from pipeline.settings import load_settings
+    from pipeline.worker import build_live_runner
 
     settings = load_settings(**args["settings"])
     runner, close = build_live_runner(settings, idle_timeout_s=args["idle_s"])

@@ -12,23 +12,22 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-import numpy as np
 import pandas as pd
 
+from evaluation.score_log import ScoreLog
 from ingest.records import Record
 from ingest.schemas import Label, encode_event
 from pipeline.domains import build_processor
 from pipeline.errors import ConfigError
 from pipeline.runner import Runner, RunnerConfig, RunStats
 from pipeline.settings import Settings
-from stream_models.engine import DomainBatch
 
 LABELS_TOPIC = "labels"
 
@@ -153,41 +152,6 @@ class ListDeadLetters:
         self._pending.clear()
 
 
-class ScoreLog:
-    """Runner observer: one row per scored event, challenger scores as `score__<name>` columns."""
-
-    def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
-        self.parts: list[pd.DataFrame] = []
-        self.on_batch = on_batch
-        self.detectors: dict[str, str] = {}
-
-    def __call__(self, domain: str, events: Sequence[Any], records: Sequence[Any], batch: DomainBatch,
-                 detector: str = "") -> None:
-        data: dict[str, Any] = {
-            "domain": domain,
-            "event_id": [e.event_id for e in events],
-            "entity": batch.keys,
-            "ts": np.fromiter((e.ts for e in events), np.float64, len(events)),
-            "score": batch.scores,
-            "threshold": batch.thresholds,
-            "alert": batch.flags,
-            "suppressed": batch.suppressed,
-            "partition": [r.partition for r in records],
-            "offset": [r.offset for r in records],
-        }
-        for name, scores in batch.challenger_scores.items():
-            data[f"score__{name}"] = scores
-            data[f"alert__{name}"] = batch.challenger_flags.get(name, np.zeros(len(events), bool))
-        self.parts.append(pd.DataFrame(data))
-        if self.on_batch:
-            self.on_batch(len(events))
-
-    def frame(self) -> pd.DataFrame:
-        if not self.parts:
-            return pd.DataFrame(columns=["domain", "event_id", "entity", "ts", "score", "threshold", "alert", "label"])
-        return pd.concat(self.parts, ignore_index=True)
-
-
 @dataclass
 class BacktestResult:
     scores: pd.DataFrame
@@ -235,8 +199,18 @@ def run_backtest(
     compare: Sequence[str] = (),
     progress: bool = False,
     max_records: int = 1000,
+    seed: int | None = None,
+    period: str | None = None,
+    evaluate_from: float | None = None,
+    evaluate_to: float | None = None,
+    known_entity_days: float | None = None,
 ) -> BacktestResult:
-    """Replay `input_spec` through the runner; write the report when `report_dir` is given."""
+    """Replay `input_spec` through the runner; write the report when `report_dir` is given.
+
+    The report's metrics count events after warm-up, inside [evaluate_from, evaluate_to) (event time,
+    epoch seconds) and per `period` ("day", "week"; None: by the span); with `known_entity_days`, the
+    entities with a fraud revealed in that many days before a period are left out of it (the Fraud
+    Handbook's known-compromised-card rule)."""
     from ingest.replay import FileSource, KafkaRangeSource
     from sinks.memory_sink import MemorySink
 
@@ -246,7 +220,7 @@ def run_backtest(
     if compare:
         model = model.model_copy(update={"detector": compare[0], "challengers": tuple(compare[1:])})
     delay = model.label_delay_s if label_delay_s is None else label_delay_s
-    model = model.model_copy(update={"label_delay_s": delay})
+    model = model.model_copy(update={"label_delay_s": delay, **({"seed": seed} if seed is not None else {})})
     settings = settings.model_copy(update={domain: model})
 
     from stream_models.device import set_torch_threads
@@ -289,14 +263,15 @@ def run_backtest(
     elapsed = time.perf_counter() - started
 
     frame = log.frame()
-    frame["detector"] = processor.detector_name
+    if "detector" not in frame or not frame["detector"].astype(bool).all():
+        frame["detector"] = processor.detector_name
     if truth and isinstance(spec, KafkaInput):
         frame["label"] = frame["event_id"].map(lambda e: truth.get(e, 0)).astype(float)  # unlabelled = genuine
     else:
         frame["label"] = frame["event_id"].map(truth).astype(float)
     result = BacktestResult(frame, list(sink.alerts), stats, len(dlq.rejects), wrapped.revealed)
     if report_dir is not None:
-        from pipeline.report import all_metrics, write_report
+        from evaluation.report import all_metrics, write_report
 
         summary = {
             "input": input_spec, "domain": domain, "events": stats.events, "rejects": len(dlq.rejects),
@@ -304,8 +279,12 @@ def run_backtest(
             "champion": processor.detector_name, "challengers": ", ".join(model.challengers) or "–",
             "wall time (s)": round(elapsed, 2), "events/s": round(stats.events / elapsed, 1) if elapsed else None,
         }
-        result.report = write_report(frame, Path(report_dir), summary=summary, k=settings.backtest.precision_k)
-        result.metrics = [m.row() for m in all_metrics(frame, k=settings.backtest.precision_k)]
+        window = {"evaluate_from": evaluate_from, "evaluate_to": evaluate_to, "known_entity_days": known_entity_days,
+                  "label_delay_s": delay, "period": period}
+        result.report = write_report(frame, Path(report_dir), summary=summary, k=settings.backtest.precision_k,
+                                     **window)
+        result.metrics = [m.row() for m in all_metrics(frame, k=settings.backtest.precision_k, after_warmup=True,
+                                                       **window)]
     return result
 
 

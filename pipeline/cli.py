@@ -179,6 +179,12 @@ def backtest(
     report: Annotated[Path | None, typer.Option(help="report directory (default: settings backtest.report_dir)")] = None,
     compare: str | None = typer.Option(None, help="det1,det2,...: the first is champion, the rest challengers"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    seed: int | None = typer.Option(None, help="model seed (default: the setting <domain>.seed)"),
+    period: str | None = typer.Option(None, help="metrics per day or week (default: week when > 21 days)"),
+    evaluate_from: str | None = typer.Option(None, help="score only events from this date-time (event time, UTC)"),
+    evaluate_to: str | None = typer.Option(None, help="... and before this date-time"),
+    known_entity_days: float | None = typer.Option(
+        None, help="leave out of a period the entities with a fraud revealed this many days before it"),
     config: Path | None = ConfigOption,
 ) -> None:
     """Replay history through the live runner (score, then learn) and write metrics, plots and a report."""
@@ -191,16 +197,38 @@ def backtest(
             settings, input, domain=domain, columns=parse_columns(columns),
             label_delay_s=parse_duration(label_delay) if label_delay else None, report_dir=out,
             compare=[c.strip() for c in compare.split(",") if c.strip()] if compare else (), progress=progress,
+            seed=seed, period=_period(period), evaluate_from=_instant(evaluate_from), evaluate_to=_instant(evaluate_to),
+            known_entity_days=known_entity_days,
         )
     except ConfigError as exc:
         err.print(f"[red]config error:[/] {exc}")
         raise typer.Exit(2) from exc
-    table = Table("detector", "events", "alerts", "ROC AUC", "AP", "precision", "recall", "F1", title="backtest")
+    table = Table("detector", "events", "alerts", "ROC AUC", "AP", "precision", "recall", "F1",
+                  title="backtest (after warm-up; per period in the report)")
     for row in result.metrics:
         table.add_row(*(_cell(row.get(k)) for k in ("detector", "events", "alerts", "roc_auc", "average_precision",
                                                     "precision", "recall", "f1")))
     console.print(table)
     console.print(f"report: {result.report}")
+
+
+def _period(text: str | None) -> str | None:
+    if text not in (None, "day", "week"):
+        raise typer.BadParameter(f"--period must be day or week, got {text!r}")
+    return text
+
+
+def _instant(text: str | None) -> float | None:
+    """A date-time (naive = UTC) as epoch seconds."""
+    if not text:
+        return None
+    import pandas as pd
+
+    try:
+        return float(pd.Timestamp(text, tz="UTC").timestamp()) if pd.Timestamp(text).tzinfo is None \
+            else float(pd.Timestamp(text).timestamp())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date-time") from exc
 
 
 def _cell(value: Any) -> str:
@@ -224,8 +252,10 @@ def models_compare(
         err.print(f"no leaderboard yet at {leaderboard_file(settings.runner.state_dir, domain)}: "
                   "a worker writes it at each checkpoint")
         raise typer.Exit(1)
-    table = Table("detector", "champion", "labelled", "positives", "alerts", "ROC AUC", "AP", "precision", "recall",
-                  "drifts", title=f"{domain} detectors")
+    table = Table(title=f"{domain} detectors")
+    table.add_column("detector", no_wrap=True)
+    for header in ("champion", "labelled", "positives", "alerts", "ROC AUC", "AP", "precision", "recall", "drifts"):
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(k)) for k in ("detector", "champion", "labelled", "positives", "alerts", "roc_auc",
                                                     "average_precision", "precision", "recall", "drifts")))

@@ -2,10 +2,8 @@
 
 Every worker periodically publishes its detector's weights to a compacted topic, keyed by its
 worker id, so the topic keeps the latest model of every worker. Each worker reads what its
-peers publish and merges it into its own model: float tensors are averaged weighted by the
-events each model has seen (FedAvg); running moments (`mean`/`var` pairs, as in the online
-standardiser, or BatchNorm's `running_mean`/`running_var`) are pooled exactly, between-model
-spread included. Integer tensors, counters and the optimizer state stay the worker's own.
+peers publish and merges it into its own model with `stream_models.federated.merge_states`
+(FedAvg weighted by events seen; the maths lives next to the models).
 A worker that joins reads the topic from the beginning and starts from the merged model.
 
 Message value (`stream_models.checkpoint.to_bytes`, read back with `weights_only=True`, never
@@ -17,11 +15,6 @@ with its key, or holds non-finite weights is refused, logged and skipped.
 peers' merged model), synced as a checkpoint hook (every `interval_s`, at a checkpoint boundary, so
 the checkpoint holds the merged model), one compacted topic per domain and detector.
 
->>> import torch
->>> a = {"net": {"w": torch.tensor([0.0, 2.0])}, "n_steps": 5}
->>> b = {"net": {"w": torch.tensor([4.0, 6.0])}, "n_steps": 9}
->>> merge_states(a, 1, [(b, 3)])["net"]["w"].tolist(), merge_states(a, 1, [(b, 3)])["n_steps"]
-([3.0, 5.0], 5)
 """
 
 from __future__ import annotations
@@ -36,19 +29,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from pipeline.errors import PipelineError
+from stream_models import federated
+from stream_models.federated import all_finite, merge_states
 from streamwarden.errors import StreamwardenError
 
 log = logging.getLogger("pipeline.model_sync")
 
 MESSAGE_FORMAT = "streamwarden-model-sync"
-MOMENT_PAIRS = (("mean", "var"), ("running_mean", "running_var"))
 
 
 class ModelSyncError(PipelineError):
     """A peer's model could not be used (unsafe, malformed, or another architecture)."""
+
+
+def check_compatible(own: Mapping[str, Any], peer: Mapping[str, Any], exclude: Sequence[str] = ()) -> None:
+    """Raise ModelSyncError unless `peer` has the same architecture as `own` (keys, shapes, dtypes)."""
+    try:
+        federated.check_compatible(own, peer, exclude)
+    except federated.IncompatibleModels as exc:
+        raise ModelSyncError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -70,90 +70,6 @@ class PeerModel:
     events_seen: int
     published_at: float
     state: dict[str, Any]
-
-
-# ------------------------------------------------------------------------------ merging
-
-
-def _is_float(value: Any) -> bool:
-    return isinstance(value, torch.Tensor) and value.is_floating_point()
-
-
-def _same_structure(a: Any, b: Any, where: str) -> None:
-    if isinstance(a, Mapping):
-        if not isinstance(b, Mapping) or set(a) != set(b):
-            raise ModelSyncError(f"{where}: keys differ")
-        for key in a:
-            _same_structure(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, torch.Tensor):
-        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
-            raise ModelSyncError(f"{where}: tensor {tuple(a.shape)}/{a.dtype} vs {getattr(b, 'shape', type(b))}")
-
-
-def check_compatible(own: Mapping[str, Any], peer: Mapping[str, Any], exclude: Sequence[str] = ()) -> None:
-    """Raise ModelSyncError unless `peer` has the same architecture as `own` (keys, shapes, dtypes)."""
-    for key in ("kind", "feature_names"):
-        if own.get(key) != peer.get(key):
-            raise ModelSyncError(f"{key} differs: {own.get(key)!r} vs {peer.get(key)!r}")
-    for key in own:
-        if key not in exclude:
-            _same_structure(own[key], peer.get(key), key)
-
-
-def _merge(values: list[Any], weights: torch.Tensor) -> Any:
-    own = values[0]
-    if isinstance(own, Mapping):
-        out = {key: _merge([v[key] for v in values], weights) for key in own}
-        for mean_key, var_key in MOMENT_PAIRS:
-            if _is_float(own.get(mean_key)) and _is_float(own.get(var_key)):
-                out[mean_key], out[var_key] = _pool_moments(
-                    [v[mean_key] for v in values], [v[var_key] for v in values], weights)
-        return type(own)(out) if not isinstance(own, dict) else out
-    if _is_float(own):
-        stacked = torch.stack([v.to(torch.float64) for v in values])  # (K, ...)
-        w = weights.reshape(-1, *([1] * own.dim()))
-        return (stacked * w).sum(0).to(own.dtype)
-    return own
-
-
-def _pool_moments(means: list[torch.Tensor], variances: list[torch.Tensor],
-                  weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of the union of the models' data (within + between model variance)."""
-    m = torch.stack([x.to(torch.float64) for x in means])  # (K, F)
-    v = torch.stack([x.to(torch.float64) for x in variances])  # (K, F)
-    w = weights.reshape(-1, *([1] * (m.dim() - 1)))
-    mean = (w * m).sum(0)
-    var = (w * (v + (m - mean) ** 2)).sum(0)
-    return mean.to(means[0].dtype), var.to(variances[0].dtype)
-
-
-def merge_states(own: Mapping[str, Any], own_events: int, peers: Sequence[tuple[Mapping[str, Any], int]],
-                 exclude: Sequence[str] = ("optimizer",)) -> dict[str, Any]:
-    """FedAvg of `own` with `peers` [(state, events seen)], weighted by events; `exclude` keys stay own.
-
-    With no events seen anywhere, every model weighs the same.
-    """
-    counts = [max(0, int(own_events)), *[max(0, int(n)) for _, n in peers]]
-    total = float(sum(counts))
-    weights = torch.tensor([c / total for c in counts] if total else [1.0 / len(counts)] * len(counts),
-                           dtype=torch.float64)
-    merged: dict[str, Any] = {}
-    for key, value in own.items():
-        if key in exclude:
-            merged[key] = value
-        else:
-            merged[key] = _merge([value, *[state[key] for state, _ in peers]], weights)
-    return merged
-
-
-def _all_finite(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return all(_all_finite(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_all_finite(v) for v in value)
-    if _is_float(value):
-        return bool(torch.isfinite(value).all())
-    return True
 
 
 # ------------------------------------------------------------------------------ wire format
@@ -189,7 +105,7 @@ def decode_model(key: bytes | None, value: bytes, *, max_bytes: int = 64 * 1024 
     state = msg.get("state")
     if not isinstance(state, dict):
         raise ModelSyncError("state must be a dict")
-    if not _all_finite(state):
+    if not all_finite(state):
         raise ModelSyncError(f"model of {worker_id} holds NaN or infinite weights")
     published = msg.get("published_at")
     if not isinstance(published, float) or not math.isfinite(published):

@@ -150,6 +150,12 @@ class QuantileThreshold:
         if self._n_seen >= self.warmup and (self._since_refresh >= self.refresh_every or self._is_warming()):
             self._refresh()
 
+    def fit(self, scores: np.ndarray) -> None:
+        """Set the threshold from `scores` now (a warm-up fit), even when they are fewer than `warmup`."""
+        self.update_many(scores)
+        if not math.isfinite(self._threshold):
+            self._refresh()
+
     def _is_warming(self) -> bool:
         return self._n_seen - self._since_refresh < self.warmup
 

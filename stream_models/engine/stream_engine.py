@@ -291,7 +291,7 @@ class StreamEngine:
             for _ in range(self.config.warmup_fit_epochs):
                 c.detector.learn_many(X)
             scores = np.asarray(c.detector.score_many(X), np.float64)
-            c.threshold.update_many(scores, np.zeros(len(scores), bool))
+            c.threshold.fit(scores)
         self._warm = {}
 
     # -------------------------------------------------------------------------- labels

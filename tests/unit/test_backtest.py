@@ -18,8 +18,9 @@ from pipeline.backtest import DelayedLabels, KafkaInput, parse_input, run_backte
 from pipeline.cli import app
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings, load_settings
+from tests.small_models import SMALL_PARAMS
 
-TINY = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.97, "learn_every": 32, "hidden": 4,
+TINY = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.97, "learn_every": 32, "params": SMALL_PARAMS, "auto_promote": False,
         "threshold_window": 400, "batch_size": 32, "steps_per_update": 1}
 
 
@@ -122,7 +123,8 @@ def test_parse_input() -> None:
 def test_backtest_command_line(bank_file: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, _ = bank_file
     for key, value in TINY.items():
-        monkeypatch.setenv(f"STREAMWARDEN_TRANSACTIONS__{key.upper()}", str(value))
+        monkeypatch.setenv(f"STREAMWARDEN_TRANSACTIONS__{key.upper()}",
+                           json.dumps(value) if isinstance(value, dict | bool) else str(value))
     columns = ",".join(f"{k}={v}" for k, v in MAPPING.items())
     result = CliRunner().invoke(app, ["backtest", "--input", str(path), "--columns", columns, "--label-delay", "1d",
                                       "--report", str(tmp_path / "cli"), "--no-progress"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import roc_auc
+from evaluation.metrics import roc_auc
 from stream_models import catalog, checks
 from stream_models.dense_autoencoder import DenseAutoencoder, DenseAutoencoderConfig
 from stream_models.errors import ModelError

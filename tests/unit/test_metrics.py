@@ -1,4 +1,4 @@
-"""pipeline.metrics on small cases that can be checked by hand."""
+"""evaluation.metrics on small cases that can be checked by hand."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.metrics import (
+from evaluation.metrics import (
+    Confusion,
     alerts_per_hour,
     average_precision,
     card_precision_at_k,
+    compromised_between,
+    confusion,
     detection_delay,
+    precision_recall,
+    rates,
     remove_known_compromised,
     roc_auc,
     threshold_metrics,
@@ -111,3 +116,45 @@ def test_detection_delay_per_compromised_entity():
     assert list(out.index) == ["a", "b"]  # c never had a fraud
     assert out.loc["a", "delay_s"] == 200.0 and out.loc["a", "frauds_before_detection"] == 2
     assert np.isnan(out.loc["b", "delay_s"]) and out.loc["b", "frauds_before_detection"] == 2
+
+
+def test_confusion_and_rates_by_hand():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
+    flags = np.array([True, True, False, True, False, False, False, False])
+    c = confusion(y, flags)
+    assert c == Confusion(tp=2, fp=1, tn=4, fn=1)
+    tp, fp, tn, fn = c  # unpacks like a tuple
+    assert (tp, fp, tn, fn) == (2, 1, 4, 1)
+    r = rates(c)
+    assert r["precision"] == pytest.approx(2 / 3) and r["recall"] == pytest.approx(2 / 3)
+    assert r["f1"] == pytest.approx(2 / 3)
+    assert r["far"] == pytest.approx(1 / 5) and r["mar"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        confusion(y, flags[:-1])
+
+
+def test_precision_recall_is_none_where_undefined():
+    assert precision_recall([1, 0, 1, 1], [True, True, False, False]) == (0.5, pytest.approx(1 / 3))
+    assert precision_recall([1, 0], [False, False]) == (None, 0.0)  # no alert: precision undefined
+    assert precision_recall([0, 0], [True, False]) == (0.0, None)  # no positive: recall undefined
+    # threshold_metrics keeps its 0.0 convention on the same counts
+    assert threshold_metrics(np.array([1, 0]), flags=np.array([False, False])).precision == 0.0
+
+
+def test_compromised_between_is_half_open_and_needs_a_fraud():
+    df = pd.DataFrame({"TX_TIME_DAYS": [1, 2, 3, 3], "CUSTOMER_ID": ["a", "b", "c", "d"], "TX_FRAUD": [1, 1, 1, 0]})
+    assert compromised_between(df, 1, 3) == {"a", "b"}  # day 3 is outside [1, 3)
+    assert compromised_between(df, 2, 4) == {"b", "c"}  # d had no fraud
+
+
+def test_detection_delay_by_segments_counts_each_run_of_positives():
+    entities = np.array(["s"] * 7)
+    ts = np.array([0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    y = np.array([0, 1, 1, 0, 1, 1, 1])
+    flags = np.array([False, False, True, False, False, False, False])
+    per_entity = detection_delay(entities, ts, y, flags)
+    assert len(per_entity) == 1 and per_entity.loc[0, "delay_s"] == 10.0
+    runs = detection_delay(entities, ts, y, flags, segments=True)
+    assert list(runs["segment"]) == [1, 2]
+    assert runs.loc[0, "delay_s"] == 10.0 and runs.loc[0, "frauds_before_detection"] == 1
+    assert np.isnan(runs.loc[1, "delay_s"]) and runs.loc[1, "frauds_before_detection"] == 3

@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.model_sync import (
-    ModelSyncError,
-    check_compatible,
-    decode_model,
-    encode_model,
-    merge_states,
-)
+from pipeline.model_sync import ModelSyncError, check_compatible, decode_model, encode_model
 from stream_models.catalog import make
+from stream_models.federated import merge_states
 
 
 def test_float_tensors_are_averaged_by_events_seen_and_the_rest_stays_own() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.nab import binary_scores, changepoints_from_alarms, detection_windows, nab_scores
+from evaluation.nab import binary_scores, changepoints_from_alarms, detection_windows, nab_scores
 
 
 def seconds(n: int) -> np.ndarray:

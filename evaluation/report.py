@@ -167,14 +167,20 @@ def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def contenders(part: pd.DataFrame) -> list[Contender]:
-    """The champion (columns score/alert/threshold) and each challenger with any score (`score__<name>`)."""
-    champion = str(part["detector"].iloc[0]) if "detector" in part and len(part) else "champion"
-    out = [Contender(champion, "score", "alert", "threshold", True)]
-    for col in part.columns:
-        if col.startswith("score__") and part[col].notna().any():
-            name = col.removeprefix("score__")
-            threshold = f"threshold__{name}"
-            out.append(Contender(name, col, f"alert__{name}", threshold if threshold in part else None, False))
+    """What users were served (columns score/alert/threshold: the champion of each event) and every other
+    contender with a score (`score__<name>`). After a promotion the served series is named after both
+    champions ("served: a -> b") and each contender keeps its own whole series."""
+    served = list(dict.fromkeys(part["detector"].astype(str))) if "detector" in part and len(part) else ["champion"]
+    names = [c.removeprefix("score__") for c in part.columns if c.startswith("score__") and part[c].notna().any()]
+    if len(served) == 1:
+        out = [Contender(served[0], "score", "alert", "threshold", True)]
+        names = [n for n in names if n != served[0]]
+    else:
+        out = [Contender("served: " + " -> ".join(served), "score", "alert", "threshold", True)]
+    for name in names:
+        threshold = f"threshold__{name}"
+        out.append(Contender(name, f"score__{name}", f"alert__{name}", threshold if threshold in part else None,
+                             False))
     return out
 
 

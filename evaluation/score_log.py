@@ -11,7 +11,7 @@ carries challenger thresholds), and `detector`: the champion each event was scor
 >>> import numpy as np
 >>> log = ScoreLog()
 >>> batch = NS(keys=["card1"], scores=np.array([0.9]), thresholds=np.array([0.5]), flags=np.array([True]),
-...            suppressed=np.array([False]), challenger_scores={}, challenger_flags={})
+...            suppressed=np.array([False]), contender_scores={}, contender_flags={})
 >>> log("transactions", [NS(event_id="e1", ts=1.0)], [NS(partition=0, offset=7)], batch)
 >>> row = log.frame().iloc[0]
 >>> bool(row["alert"]), bool(row["warming_up"]), int(row["offset"])
@@ -36,8 +36,8 @@ class ScoreLog:
     """Runner observer: one row per scored event, challenger scores as `score__<name>` columns.
 
     `batch` is the engine's verdict on the events (attributes keys, scores, thresholds, flags,
-    suppressed, challenger_scores, challenger_flags, and optionally warming_up and
-    challenger_thresholds); `records` are the Kafka records the events came from.
+    suppressed, contender_scores, contender_flags, and optionally warming_up and
+    contender_thresholds); `records` are the Kafka records the events came from.
     """
 
     def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
@@ -63,10 +63,10 @@ class ScoreLog:
             "offset": [r.offset for r in records],
             "detector": list(getattr(batch, "champions", None) or [detector] * n),
         }
-        thresholds = getattr(batch, "challenger_thresholds", None) or {}
-        for name, scores in batch.challenger_scores.items():
+        thresholds = getattr(batch, "contender_thresholds", None) or {}
+        for name, scores in batch.contender_scores.items():
             data[f"score__{name}"] = scores
-            data[f"alert__{name}"] = batch.challenger_flags.get(name, np.zeros(n, bool))
+            data[f"alert__{name}"] = batch.contender_flags.get(name, np.zeros(n, bool))
             if name in thresholds:
                 data[f"threshold__{name}"] = thresholds[name]
         self.parts.append(pd.DataFrame(data))

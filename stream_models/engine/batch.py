@@ -19,8 +19,10 @@ class DomainBatch:
     warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
-    challenger_scores: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,)
-    challenger_flags: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (B,) bool
+    # every contender's own verdict (the champion's too), name -> (B,): each detector's series stays whole
+    # across a promotion, while `scores`/`flags` are what was served
+    contender_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    contender_flags: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.warming_up is None:

@@ -151,9 +151,9 @@ class StreamEngine:
         if board is None:
             return out
         inputs = {k: inputs[k] for k in self.kinds}
-        for name in board.names:  # a promotion inside the batch makes the old champion a challenger
-            out.challenger_scores[name] = np.full(B, np.nan)
-            out.challenger_flags[name] = np.zeros(B, bool)
+        for name in board.names:
+            out.contender_scores[name] = np.full(B, np.nan)
+            out.contender_flags[name] = np.zeros(B, bool)
         ids = [str(e.event_id) for e in events]
         ts = np.fromiter((e.ts for e in events), np.float64, B)
         start = 0
@@ -169,8 +169,6 @@ class StreamEngine:
                 self._learn(board)
             start = stop
         self.events_seen += B
-        for name in [n for n in board.names if np.isnan(out.challenger_scores[n]).all() and n == board.champion]:
-            del out.challenger_scores[name], out.challenger_flags[name]
         return out
 
     def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
@@ -197,9 +195,9 @@ class StreamEngine:
             champ = scored[board.champion]
             out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
             raw[rows - part.start] = champ.flags
-            for name in board.challengers:
-                out.challenger_scores[name][rows] = scored[name].scores
-                out.challenger_flags[name][rows] = scored[name].flags
+            for name in board.names:
+                out.contender_scores[name][rows] = scored[name].scores
+                out.contender_flags[name][rows] = scored[name].flags
             board.remember([ids[i] for i in rows], ts[rows], scored)
         out.champions[part] = [board.champion] * (part.stop - part.start)
         seg_keys = keys[part]

@@ -226,7 +226,7 @@ def test_score_log_records_warming_up() -> None:
     records = [NS(partition=0, offset=5), NS(partition=0, offset=6)]
     base = {"keys": ["k1", "k2"], "scores": np.array([np.nan, 0.7]), "thresholds": np.array([np.nan, 0.5]),
             "flags": np.array([False, True]), "suppressed": np.array([False, False]),
-            "challenger_scores": {"ae": np.array([0.1, 0.2])}, "challenger_flags": {"ae": np.array([False, True])}}
+            "contender_scores": {"ae": np.array([0.1, 0.2])}, "contender_flags": {"ae": np.array([False, True])}}
     log("sensors", events, records, NS(**base, warming_up=np.array([True, False])))
     log("sensors", events, records, NS(**base))  # no warming_up attribute: all False
     frame = log.frame()

@@ -91,8 +91,9 @@ def test_challengers_are_scored_but_only_the_champion_alerts_and_labels_rate_the
     events = sensor_readings(240)
     batch = processor.process(events)
 
-    assert set(batch.challenger_scores) == {"window_autoencoder"}
-    assert np.isfinite(batch.challenger_scores["window_autoencoder"][-50:]).all()
+    assert set(batch.contender_scores) == {"lstm_autoencoder", "window_autoencoder"}
+    np.testing.assert_array_equal(batch.contender_scores["lstm_autoencoder"], batch.scores)
+    assert np.isfinite(batch.contender_scores["window_autoencoder"][-50:]).all()
     assert processor.detector_name == "lstm_autoencoder"
     labels = [Event(event_id=e.event_id, label=int(150 <= i < 170), ts=T0 + 500) for i, e in enumerate(events)]
     processor.apply_labels(labels)
@@ -122,6 +123,6 @@ def test_catalog_detectors_serve_as_transaction_challengers() -> None:
     processor = build_processor(settings, "transactions")
     batch = processor.process(transactions(150))
     for name in ("halfspace_trees", "fraud_detector"):
-        assert np.isfinite(batch.challenger_scores[name]).all()
+        assert np.isfinite(batch.contender_scores[name]).all()
     assert processor.board.contenders["fraud_detector"].learner.config.supervised
     assert not processor.board.contenders["halfspace_trees"].learner.config.supervised

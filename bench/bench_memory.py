@@ -61,10 +61,8 @@ def array_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
 
 def child(case: str, n: int) -> dict[str, Any]:
     """Runs in a fresh interpreter: build the store, fill it with n entities, report RSS growth."""
-    from bench.common import limit_threads
     from pipeline.settings import Settings
 
-    limit_threads()
     s = Settings()
     t0 = time.perf_counter()
     if case.startswith("transactions"):
@@ -132,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
         return {}
-    from bench.common import limit_threads
 
-    limit_threads()
     sizes = [int(x) for x in args.sizes.split(",")]
     rows = []
     for case in args.cases.split(","):

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Report, limit_threads, verdict
+from bench.common import Report, verdict
 
 TX_TARGET = 300_000.0  # events/s, CPU, default transaction detector
 SENSOR_TARGET = 20_000.0  # windows/s, CPU, default sensor detector
@@ -200,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="two batch sizes, short budgets")
     parser.add_argument("--no-md", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
-    limit_threads()
+    from pipeline.settings import Settings
+    from stream_models.device import set_torch_threads
+
+    set_torch_threads(Settings().runner.torch_threads)  # what the worker does with the shipped settings
     from stream_models import catalog
 
     device = None if args.device == "auto" else args.device

@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, Report, limit_threads, percentile, verdict
+from bench.common import ROOT, Report, percentile, verdict
 
 PARTITIONS = 6
 FULL_SIZES = (256, 512, 1024, 2048, 4096, 8192)
@@ -375,7 +375,6 @@ def latency_run(env: Env, rate: float, seconds: float, max_records: int, tag: st
 
 def worker_main(args: dict[str, Any]) -> None:
     """Child process: one worker of the group; holds its partitions paused until the go file appears."""
-    limit_threads()
     from pipeline.settings import load_settings
     from pipeline.worker import build_live_runner
 
@@ -496,7 +495,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.paced_producer:
         paced_producer(json.loads(args.paced_producer))
         return {}
-    limit_threads()
     ensure_halfspace_trees()
     skip = set(filter(None, args.skip.split(",")))
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else FULL_SIZES)

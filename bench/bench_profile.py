@@ -19,7 +19,7 @@ import pstats
 from collections.abc import Sequence
 from typing import Any
 
-from bench.common import ROOT, Report, limit_threads
+from bench.common import ROOT, Report
 
 PROFILE_FILE = ROOT / ".streamwarden" / "bench" / "pipeline.prof"
 
@@ -85,7 +85,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-md", action="store_true")
     args = parser.parse_args(argv)
-    limit_threads()
     from bench.bench_pipeline import PARTITIONS, environment, pipeline_run, produce, simulated
 
     with environment({"transactions": PARTITIONS, "labels": 1}) as env:

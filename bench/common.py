@@ -44,17 +44,6 @@ SKELETON = (
 )
 
 
-def limit_threads() -> None:
-    """One intra-op thread: the machine is shared and a worker is one process per core."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # torch-free helpers (memory children of other kinds) still work
-        pass
-
-
 # ----------------------------------------------------------------------------- machine
 
 

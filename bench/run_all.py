@@ -61,7 +61,6 @@ def service_env() -> tuple[dict[str, str], Any]:
         env.setdefault("STREAMWARDEN_KAFKA", services.kafka_bootstrap)
         env.setdefault("STREAMWARDEN_REDIS_URL", services.redis_url)
     env.setdefault("PYTHONPATH", str(ROOT))
-    env.setdefault("OMP_NUM_THREADS", "1")
     return env, started
 
 

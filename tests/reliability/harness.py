@@ -135,7 +135,6 @@ class WorkerSpec:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMWARDEN_")}
         env.update({
             "PYTHONPATH": str(REPO),
-            "OMP_NUM_THREADS": "1",
             "STREAMWARDEN_KAFKA": self.bootstrap,
             "STREAMWARDEN_REDIS_URL": self.redis_url,
             "STREAMWARDEN_TOPICS__TRANSACTIONS": self.topic,

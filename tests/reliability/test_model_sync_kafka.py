@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from pipeline.model_sync import ModelSync, ModelSyncConfig
@@ -65,7 +64,6 @@ def _topic_config(bootstrap: str, topic: str) -> dict[str, str]:
 
 def test_two_workers_converge_to_a_model_of_both_distributions(kafka_bootstrap: str, unique_name: str,
                                                               tmp_path: Path, caplog) -> None:
-    torch.set_num_threads(1)
     data, rng = TwoClusters(seed=0), np.random.default_rng(1)
     halves = [data.normal(0, 3000), data.normal(1, 3000)]
     held_out = [data.normal(0, 400), data.normal(1, 400)]

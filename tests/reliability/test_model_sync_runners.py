@@ -123,7 +123,6 @@ def mean_score(detector: Any, state: dict[str, Any] | None, X: np.ndarray) -> fl
 
 
 def test_two_runners_on_disjoint_partitions_end_with_the_merged_model(kafka_bootstrap: str, unique_name: str) -> None:
-    torch.set_num_threads(1)
     topic = f"{unique_name}-models"
     syncs = [WorkerModelSync(kafka_bootstrap, WorkerModelSyncConfig(topic=topic, worker_id=f"w{i}", interval_s=0.0,
                                                                      timeout_s=30.0)) for i in range(2)]

@@ -235,6 +235,15 @@ class ModelSettings(_Section):
     quiet_rows: int = Field(30, ge=0, description="sensors: learn from a device only this many rows after a flag")
     seed: int = 0
 
+    @field_validator("params", mode="before")
+    @classmethod
+    def _parse_param_values(cls, value: Any) -> Any:
+        """Values from environment variables arrive as text: read them as YAML scalars or lists ("[8, 4]")."""
+        if not isinstance(value, Mapping):
+            return value
+        return {str(name).lower(): {str(k): yaml.safe_load(v) if isinstance(v, str) else v for k, v in kw.items()}
+                if isinstance(kw, Mapping) else kw for name, kw in value.items()}
+
     @model_validator(mode="after")
     def _challengers_distinct(self) -> ModelSettings:
         if self.detector in self.challengers:

@@ -129,3 +129,10 @@ def test_a_wrong_setting_stops_start_up_with_its_name(monkeypatch: pytest.Monkey
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == 2
     assert "runner.domain" in result.output
+
+
+def test_detector_params_from_environment_variables_are_read_as_values(monkeypatch) -> None:
+    monkeypatch.setenv("STREAMWARDEN_TRANSACTIONS__PARAMS__DENSE_AUTOENCODER__HIDDEN", "[8, 4]")
+    monkeypatch.setenv("STREAMWARDEN_TRANSACTIONS__PARAMS__DENSE_AUTOENCODER__LR", "0.01")
+    params = load_settings().transactions.params
+    assert params["dense_autoencoder"] == {"hidden": [8, 4], "lr": 0.01}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import threading
 import time
@@ -14,6 +13,7 @@ import pytest
 import redis
 from rich.console import Console
 
+from pipeline.services import debian_tool
 from sinks.alert import Alert, make_alert_id
 from sinks.connection import RedisConfig
 from sinks.errors import SinkUnavailable
@@ -22,11 +22,7 @@ from sinks.retry import RetryPolicy
 from sinks.tail import tail_alerts
 from tests.ports import free_port
 
-pytestmark = [
-    pytest.mark.redis,
-    pytest.mark.slow,
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary"),
-]
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
 class ThrowawayRedis:
@@ -41,8 +37,7 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary is not None
+        binary = debian_tool("redis-server", "redis-server")
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
         args += ["--appendfsync", "always", "--dir", str(self.data_dir)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

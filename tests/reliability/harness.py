@@ -149,6 +149,14 @@ class WorkerSpec:
             "SW_SCORED_LOG": str(self.scored_log(name)),
             "SW_FEATURES_LOG": str(self.workdir / f"{self.group}-{name}.features"),
             "SW_IDLE_TIMEOUT": str(self.idle_timeout_s),
+            # These tests check delivery, not model quality: one detector learning often enough that the
+            # shipped threshold raises alerts within their few thousand events (the defaults' supervised
+            # challenger and 2,048-event chunks raise none on so short a label-free stream).
+            "STREAMWARDEN_TRANSACTIONS__CHALLENGERS": "[]",
+            "STREAMWARDEN_TRANSACTIONS__AUTO_PROMOTE": "false",
+            "STREAMWARDEN_TRANSACTIONS__LEARN_EVERY": "512",
+            "STREAMWARDEN_TRANSACTIONS__STEPS_PER_UPDATE": "2",
+            "STREAMWARDEN_TRANSACTIONS__REPLAY_CAPACITY": "20000",
         })
         if self.partition_state:
             env["STREAMWARDEN_STATE__STORE"] = self.partition_state

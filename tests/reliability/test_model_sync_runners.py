@@ -84,9 +84,9 @@ def make_runner(records: list[Record], sync: WorkerModelSync | None) -> tuple[Ru
     own = processor.featurizer.update
 
     def update(events: Any) -> Any:
-        keys, X, ready = own(events)  # X (B, F)
-        rows.append(X.copy())
-        return keys, X, ready
+        keys, inputs, ready = own(events)
+        rows.append(inputs["rows"].copy())  # (B, F)
+        return keys, inputs, ready
 
     processor.featurizer.update = update
     runner = Runner(ListSource(records), MemorySink(), DLQ(), {TOPIC: processor},

@@ -39,10 +39,12 @@ def _log_features(runner: Any, path: str) -> None:
         own_update = featurizer.update
 
         def update(events: Any, own_update: Any = own_update) -> Any:
-            keys, X, ready = own_update(events)  # X (B, F)
-            out.write("".join(f"{e.event_id} {' '.join(map(repr, row.tolist()))}\n" for e, row in zip(events, X, strict=True)))
+            keys, inputs, ready = own_update(events)
+            rows = inputs["rows"]  # (B, F)
+            out.write("".join(f"{e.event_id} {' '.join(map(repr, row.tolist()))}\n"
+                              for e, row in zip(events, rows, strict=True)))
             out.flush()
-            return keys, X, ready
+            return keys, inputs, ready
 
         featurizer.update = update
 

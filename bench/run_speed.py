@@ -1,0 +1,70 @@
+"""Speed of `streamwarden run` as a user runs it: the CLI, shipped settings, a fresh process.
+
+Steps, each a `streamwarden` command in its own process:
+  1. `streamwarden dev up` (local Kafka + Redis; already running ones are reused);
+  2. `streamwarden produce --scale 5000 --days 30 --topic T` (simulator transactions into a fresh topic T);
+  3. `streamwarden run --domain transactions --idle-timeout 5` with `STREAMWARDEN_TOPICS__TRANSACTIONS=T`
+     (the documented setting for the topic name) and a fresh consumer group.
+Reported: events processed (from the worker's own "worker stopped" log line), wall seconds of the worker
+process minus its idle timeout, and events/s over that time (process start, imports and the Kafka group
+join included, as a user waiting for the command sees it).
+
+    .venv/bin/python -m bench.run_speed            # writes bench/results/run_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+IDLE_S = 5.0
+
+
+def cli(*args: str, env: dict[str, str] | None = None, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    exe = str(Path(sys.executable).with_name("streamwarden"))
+    return subprocess.run([exe, *args], cwd=ROOT, env=env, check=True, text=True,
+                          capture_output=capture)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=int, default=5000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--out", default=str(ROOT / "bench/results/run_speed.json"))
+    args = ap.parse_args(argv)
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    topic, group = f"speed-{stamp}", f"speed-{stamp}"
+    cli("dev", "up")
+    t0 = time.perf_counter()
+    cli("produce", "--scale", str(args.scale), "--days", str(args.days), "--topic", topic)
+    produce_s = time.perf_counter() - t0
+    env = {**os.environ, "STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
+    run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", str(IDLE_S)]
+    t0 = time.time()
+    done = cli(*run_args, env=env, capture=True)
+    wall = time.time() - t0 - IDLE_S
+    log = done.stdout + done.stderr
+    events = int(re.findall(r"events[=\"': ]+(\d+)", log.split("worker stopped")[-1])[0])
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commands": [f"streamwarden produce --scale {args.scale} --days {args.days} --topic {topic}",
+                     f"STREAMWARDEN_TOPICS__TRANSACTIONS={topic} streamwarden {' '.join(run_args)}"],
+        "events": events, "produce_s": round(produce_s, 1), "worker_wall_s_minus_idle": round(wall, 1),
+        "events_per_s_including_start": round(events / wall),
+        "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+    }
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

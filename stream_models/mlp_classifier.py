@@ -233,7 +233,7 @@ class MLPClassifierConfig(TabularModelConfig):
     hidden: tuple[int, ...] = (500,)
     dropout: float = 0.2
     pos_weight: float = 1.0  # weight of fraud examples in the loss (class imbalance)
-    ema_decay: float = 0.99  # chosen on the handbook's validation weeks (bench/results/fraud_selection.md)
+    ema_decay: float = 0.99  # chosen on the Handbook's validation weeks (a selection run of an earlier session)
     input_clip: float = 100.0  # sparse features (terminal fraud runs) need room beyond +-10 sigma
 
 

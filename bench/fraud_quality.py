@@ -19,7 +19,6 @@ Runs (each with `--seed S`):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import quality_results
 from evaluation.metrics import precision_recall, week_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/fraud_quality"))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    results_file, results = quality_results.load(out)
     truth = pd.read_csv(RAW, usecols=["TRANSACTION_ID", "TX_FRAUD"]).set_index("TRANSACTION_ID").TX_FRAUD
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for run in args.runs.split(","):
         for seed in args.seeds:
             report = out / f"{run}-seed{seed}"
@@ -92,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             started = time.time()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
             row = {**score(report, truth), "wall_s": round(time.time() - started, 1), "command": " ".join(cmd)}
-            results[f"{run}/{seed}"] = row
-            results_file.write_text(json.dumps(results, indent=2))
-            print(f"{run} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)),
-                  flush=True)
+            quality_results.record(results_file, results, f"{run}/{seed}", row)
     print(table(results))
     return 0
 
@@ -104,13 +99,12 @@ def table(results: dict[str, dict]) -> str:
     lines = ["| run | seeds | AUC | AP | CP@100 | alert precision | alert recall | champion in test weeks |",
              "|---|---|---|---|---|---|---|---|"]
     for run in RUNS:
-        rows = [v for k, v in results.items() if k.split("/")[0] == run]
+        rows = quality_results.rows_of(results, run)
         if not rows:
             continue
 
         def cell(key: str, rows: list[dict] = rows) -> str:
-            vals = np.array([r[key] for r in rows], float)
-            return f"{vals.mean():.4f} ± {vals.std():.4f}"
+            return quality_results.mean_std(rows, key)
 
         lines.append(f"| {run} | {len(rows)} | {cell('auc')} | {cell('ap')} | {cell('cp100')} | "
                      f"{cell('alert_precision')} | {cell('alert_recall')} | {rows[0]['champion_in_test_weeks']} |")

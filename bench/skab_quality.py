@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import quality_results
 from evaluation.nab import binary_scores, changepoints_from_alarms, nab_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,10 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/skab_quality"))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = args.compare or "default"
-    results_file = out / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results_file, results = quality_results.load(out)
     data = {p: pd.read_csv(p, sep=";", parse_dates=["datetime"]) for p in files()}
     for seed in args.seeds:
         started = time.time()
@@ -85,10 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                "nab_low_fn": n.low_fn, "warmup_alerts": int(sum(alerts[p][:WARMUP].sum() for p in data)),
                "wall_s": round(time.time() - started, 1),
                "command": " ".join(command(Path("FILE"), seed, Path("REPORT"), args.compare))}
-        results[f"{name}/{seed}"] = row
-        results_file.write_text(json.dumps(results, indent=2))
-        print(f"{name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items() if isinstance(v, float)),
-              flush=True)
+        quality_results.record(results_file, results, f"{name}/{seed}", row)
     print(table(results))
     return 0
 
@@ -97,11 +92,10 @@ def table(results: dict[str, dict]) -> str:
     lines = ["| detector | seeds | F1 | FAR, % | MAR, % | NAB (standard) | NAB (LowFP) | NAB (LowFN) |",
              "|---|---|---|---|---|---|---|---|"]
     for name in sorted({k.split("/")[0] for k in results}):
-        rows = [v for k, v in results.items() if k.split("/")[0] == name]
+        rows = quality_results.rows_of(results, name)
 
         def cell(key: str, rows: list[dict] = rows) -> str:
-            vals = np.array([r[key] for r in rows], float)
-            return f"{vals.mean():.4f} ± {vals.std():.4f}"
+            return quality_results.mean_std(rows, key)
 
         lines.append(f"| {name} | {len(rows)} | {cell('f1')} | {cell('far')} | {cell('mar')} | {cell('nab')} | "
                      f"{cell('nab_low_fp')} | {cell('nab_low_fn')} |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -313,7 +314,7 @@ def config_show(
 # ------------------------------------------------------------------------------------- demo
 @app.command()
 def demo(
-    transactions: int = typer.Option(4000, help="simulated transactions"),
+    transactions: int | None = typer.Option(None, help="simulated transactions (default: about 20,000 over 14 days)"),
     sensor_steps: int = typer.Option(700, help="simulated readings per device"),
     devices: int = typer.Option(3, help="simulated sensor devices"),
     report: Annotated[Path, typer.Option(help="where the summary report goes")] = DEMO_REPORT,
@@ -324,8 +325,10 @@ def demo(
     from pipeline.demo import DemoOptions, run_demo
 
     settings = settings_or_exit(config)
-    summary = run_demo(settings, DemoOptions(transactions=transactions, sensor_steps=sensor_steps, devices=devices,
-                                             report_dir=report, keep_services=keep_services), console=console)
+    options = DemoOptions(sensor_steps=sensor_steps, devices=devices, report_dir=report, keep_services=keep_services)
+    if transactions is not None:
+        options = dataclasses.replace(options, transactions=transactions)
+    summary = run_demo(settings, options, console=console)
     if summary.get("alerts", 0) == 0:
         raise typer.Exit(1)
 

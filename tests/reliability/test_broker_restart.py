@@ -18,7 +18,7 @@ from tests.reliability import harness as h
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-N = 12_000
+N = 30_000  # long enough that the worker is mid-stream when the broker stops (~4k events/s here)
 
 
 def _restart_broker_mid_stream(kafka_bootstrap: str, redis_url: str, redis_client: Any, redis_prefix: str,
@@ -39,10 +39,11 @@ def _restart_broker_mid_stream(kafka_bootstrap: str, redis_url: str, redis_clien
         worker = h.Worker(spec, "restart")
         with h.workers(reference, worker):
             worker.start()
-            h.wait_until(lambda: h.scored_count(worker.scored_log) >= N // 4 or not worker.alive, 120,
-                         "the worker to score a quarter of the events")
+            h.wait_until(lambda: h.scored_count(worker.scored_log) >= N // 10 or not worker.alive, 120,
+                         "the worker to score a tenth of the events")
             h.stop_kafka(broker)
             stopped_at = h.scored_count(worker.scored_log)
+            assert stopped_at < N, "the worker finished the stream before the broker stopped: make it longer"
             time.sleep(down_s)
             assert worker.alive, f"the worker died while the broker was down:\n{worker.log_tail()}"
             broker.start_kafka()
@@ -109,11 +110,12 @@ def test_worker_stalled_past_the_session_timeout_rescores_like_no_stall(kafka_bo
     with h.workers(reference, stalled):
         reference.start()
         stalled.start()
-        h.wait_until(lambda: h.scored_count(stalled.scored_log) >= N // 4 or not stalled.alive, 120,
-                     "the worker to score a quarter of the events")
+        h.wait_until(lambda: h.scored_count(stalled.scored_log) >= N // 10 or not stalled.alive, 120,
+                     "the worker to score a tenth of the events")
         assert stalled.proc is not None and stalled.alive, stalled.log_tail()
         os.killpg(stalled.proc.pid, signal.SIGSTOP)
         frozen_at = h.scored_count(stalled.scored_log)
+        assert frozen_at < N, "the worker finished the stream before it was frozen: make the stream longer"
         time.sleep(10.0)
         os.killpg(stalled.proc.pid, signal.SIGCONT)
         assert stalled.wait(150) == 0, stalled.log_tail()

@@ -36,6 +36,7 @@ DATA = Path(os.environ.get("STREAMWARDEN_FRAUD_DATA", ROOT.parent / "shared/data
 RAW = DATA / "transactions_raw.csv.gz"
 EPOCH0 = pd.Timestamp("2018-04-01", tz="UTC").timestamp()
 TEST_WEEKS = (129, 136, 143, 150)  # 2018-08-08, 08-15, 08-22, 08-29 (day 0 = 2018-04-01)
+VALIDATION_WEEKS = (94, 101, 108, 115)  # 2018-07-04 .. 07-31: where settings are chosen, never on test weeks
 COLUMNS = "event_id=TRANSACTION_ID,ts=TX_DATETIME,card_id=CUSTOMER_ID,terminal_id=TERMINAL_ID,amount=TX_AMOUNT"
 RUNS = {
     "default": (["--columns", COLUMNS + ",label=TX_FRAUD", "--label-delay", "7d"], True),
@@ -51,15 +52,32 @@ def command(run: str, seed: int, report: Path) -> list[str]:
             "--no-progress"]
 
 
-def score(report: Path, truth: pd.Series) -> dict[str, float]:
-    """Test-week metrics of the backtest's scores.parquet (labels joined from the raw file by id)."""
+def param_env(params: list[str]) -> dict[str, str]:
+    """`--param lstm_classifier.lstm_hidden=32` -> the settings variable a user would set for it."""
+    env = {}
+    for item in params:
+        key, _, value = item.partition("=")
+        detector, _, field = key.partition(".")
+        env[f"STREAMWARDEN_TRANSACTIONS__PARAMS__{detector.upper()}__{field.upper()}"] = value
+    return env
+
+
+def score(report: Path, truth: pd.Series) -> dict[str, object]:
+    """Test-week metrics of the backtest's scores.parquet (labels joined from the raw file by id), and the
+    same metrics of the validation weeks under "validation"."""
     s = pd.read_parquet(report / "scores.parquet", columns=["event_id", "entity", "ts", "score", "alert", "detector"])
     frame = pd.DataFrame({
         "TX_TIME_DAYS": ((s.ts - EPOCH0) // 86_400).astype(int), "CUSTOMER_ID": s.entity,
         "TX_FRAUD": s.event_id.astype(np.int64).map(truth).to_numpy(), "predictions": s.score.fillna(0.0),
         "alert": s.alert.astype(bool)})
+    test = s[(s.ts >= EPOCH0 + TEST_WEEKS[0] * 86_400)]
+    return {**weeks_metrics(frame, TEST_WEEKS), "champion_in_test_weeks": ",".join(sorted(test.detector.unique())),
+            "validation": weeks_metrics(frame, VALIDATION_WEEKS)}
+
+
+def weeks_metrics(frame: pd.DataFrame, weeks: tuple[int, ...]) -> dict[str, float]:
     out: dict[str, list[float]] = {"auc": [], "ap": [], "cp100": [], "alert_precision": [], "alert_recall": []}
-    for week in TEST_WEEKS:
+    for week in weeks:
         m = week_metrics(frame, week)
         for key in ("auc", "ap", "cp100"):
             out[key].append(m[key])
@@ -67,10 +85,7 @@ def score(report: Path, truth: pd.Series) -> dict[str, float]:
         p, r = precision_recall(days.TX_FRAUD.to_numpy(), days.alert.to_numpy())
         out["alert_precision"].append(np.nan if p is None else p)
         out["alert_recall"].append(np.nan if r is None else r)
-    test = s[(s.ts >= EPOCH0 + TEST_WEEKS[0] * 86_400)]
-    result = {k: float(np.nanmean(v)) for k, v in out.items()}
-    result["champion_in_test_weeks"] = ",".join(sorted(test.detector.unique()))
-    return result
+    return {k: float(np.nanmean(v)) for k, v in out.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,19 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="default,nolabel,hst,lstm")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "bench/results/fraud_quality"))
+    ap.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
+                    help="a detector setting for a selection run (recorded with the run; read its validation weeks)")
     args = ap.parse_args(argv)
+    env = param_env(args.param)
+    tag = f"[{','.join(args.param)}]" if args.param else ""
     out = Path(args.out)
     results_file, results = quality_results.load(out)
     truth = pd.read_csv(RAW, usecols=["TRANSACTION_ID", "TX_FRAUD"]).set_index("TRANSACTION_ID").TX_FRAUD
     for run in args.runs.split(","):
         for seed in args.seeds:
-            report = out / f"{run}-seed{seed}"
+            report = out / f"{run}{tag}-seed{seed}"
             cmd = command(run, seed, report)
-            print("$ " + " ".join(cmd), flush=True)
+            shown = " ".join([*(f"{k}={v}" for k, v in env.items()), *cmd])
+            print("$ " + shown, flush=True)
             started = time.time()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-            row = {**score(report, truth), "wall_s": round(time.time() - started, 1), "command": " ".join(cmd)}
-            quality_results.record(results_file, results, f"{run}/{seed}", row)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **env})
+            row = {**score(report, truth), "wall_s": round(time.time() - started, 1), "command": shown}
+            quality_results.record(results_file, results, f"{run}{tag}/{seed}", row)
     print(table(results))
     return 0
 

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,70 @@ def partition_of(key: str | bytes, n_partitions: int) -> int:
     return (_murmur2(data) & 0x7FFFFFFF) % n_partitions
 
 
+class EntitySlots:
+    """Entity keys -> rows of the caller's per-entity arrays, in least-recently-used order, at most
+    `max_entities` of them: a new key takes a freed row, else a new row (`grow(min_rows)` enlarges the
+    caller's arrays and returns their row count), else the least recently used entity's row. `reset(row)`
+    is called whenever a row is handed to a key, so it starts from the caller's fill values.
+
+    >>> rows = []
+    >>> slots = EntitySlots(2, grow=lambda need: max(need, len(rows)), reset=rows.append)
+    >>> [slots.slot(k) for k in ("a", "b", "a", "c")], list(slots.order), slots.evictions
+    ([0, 1, 0, 1], ['a', 'c'], 1)
+    """
+
+    def __init__(self, max_entities: int, grow: Callable[[int], int], reset: Callable[[int], None]) -> None:
+        self.max_entities = max_entities
+        self._grow, self._reset = grow, reset
+        self.order: OrderedDict[str, int] = OrderedDict()  # key -> row, least recently used first
+        self.key_at: list[str | None] = []  # row -> key (None: free)
+        self._free: list[int] = []
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.order
+
+    def slot(self, key: str) -> int:
+        """The key's row (the key becomes the most recently used), assigning a row to a new key."""
+        row = self.order.get(key)
+        if row is not None:
+            self.order.move_to_end(key)
+            return row
+        if not self._free:
+            if len(self.order) >= self.max_entities:
+                _, row = self.order.popitem(last=False)
+                self.key_at[row] = None
+                self._free.append(row)
+                self.evictions += 1
+            else:
+                old = len(self.key_at)
+                new = min(self.max_entities, self._grow(len(self.order) + 1))
+                self.key_at.extend([None] * (new - old))
+                self._free.extend(range(new - 1, old - 1, -1))
+        row = self._free.pop()
+        self.order[key] = row
+        self.key_at[row] = key
+        self._reset(row)
+        return row
+
+    def touch(self, keys: Iterable[str]) -> None:
+        """Mark known keys as used now (unknown keys are ignored)."""
+        for key in keys:
+            if key in self.order:
+                self.order.move_to_end(key)
+
+    def release(self, key: str) -> int | None:
+        """Forget `key`; its row is reused by the next new key. Returns the row, None if unknown."""
+        row = self.order.pop(key, None)
+        if row is not None:
+            self.key_at[row] = None
+            self._free.append(row)
+        return row
+
+
 class EntityHistory:
     """Per-entity ring buffers of recent events (card, terminal), with an LRU bound on the number of entities.
 
@@ -65,86 +130,70 @@ class EntityHistory:
     [0, 0]
     >>> _ = h.slots(["b"], now=3.0)
     >>> _ = h.slots(["c"], now=5.0)  # a third entity evicts the least recently seen one ("a")
-    >>> sorted(k for k in h.keys if k)
+    >>> sorted(h.slot_of)
     ['b', 'c']
     """
 
     def __init__(self, fields: dict[str, tuple[np.dtype, float]], max_entities: int, capacity: int):
         self.fields = fields  # name -> (dtype, fill value)
         self.max_entities = max_entities
-        self.slot_of: dict[str, int] = {}
-        self.keys: list[str | None] = []
         self.capacity = capacity
         self.n_slots = 0
         self.head = np.zeros(0, np.int64)  # events ever appended per slot
         self.last_seen = np.zeros(0, np.float64)
         self.data = {n: np.zeros((0, capacity), dt) for n, (dt, _) in fields.items()}
-        self.evictions = 0
+        self.entities = EntitySlots(max_entities, grow=self._grow_slots, reset=self._reset)
 
-    def _grow_slots(self, n: int) -> None:
+    @property
+    def slot_of(self) -> OrderedDict[str, int]:
+        return self.entities.order
+
+    @property
+    def keys(self) -> list[str | None]:
+        return self.entities.key_at
+
+    @property
+    def evictions(self) -> int:
+        return self.entities.evictions
+
+    def _grow_slots(self, need: int) -> int:
         old = self.n_slots
-        self.head = np.concatenate([self.head, np.full(n - old, -1, np.int64)])  # -1: unused slot
+        n = min(self.max_entities, max(need, old + old // 4, 64))  # 1.25x: less slack
+        self.head = np.concatenate([self.head, np.zeros(n - old, np.int64)])
         self.last_seen = np.concatenate([self.last_seen, np.full(n - old, -np.inf)])
         for name, (dt, fill) in self.fields.items():
             pad = np.full((n - old, self.capacity), fill, dt)
             self.data[name] = np.concatenate([self.data[name], pad])
-        self.keys.extend([None] * (n - old))
         self.n_slots = n
+        return n
 
-    def _clear(self, slots: np.ndarray) -> None:
-        self.head[slots] = -1
-        self.last_seen[slots] = -np.inf
+    def _reset(self, slot: int) -> None:
+        self.head[slot] = 0
+        self.last_seen[slot] = -np.inf
         for name, (_, fill) in self.fields.items():
-            self.data[name][slots] = fill
+            self.data[name][slot] = fill
 
     def slots(self, keys: Sequence[str], now: float) -> np.ndarray:
-        """Slot per key, creating slots for new keys (evicting least recently seen entities)."""
-        get = self.slot_of.get
+        """Slot per key, creating slots for new keys (evicting the least recently seen other entities)."""
+        get = self.entities.order.get
         out = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
         missing = np.nonzero(out < 0)[0]
         if len(missing):
-            new_keys = list(dict.fromkeys(keys[i] for i in missing))
-            free = np.flatnonzero(self.head[: self.n_slots] < 0)[: len(new_keys)].tolist()  # unused slots
-            need = len(new_keys) - len(free)
-            if need > 0:
-                room = self.max_entities - self.n_slots
-                if room > 0:
-                    start = self.n_slots
-                    self._grow_slots(min(self.max_entities, max(start + need, start + start // 4, 64)))  # 1.25x: less slack
-                    free += list(range(start, self.n_slots))[:need]
-                    need = len(new_keys) - len(free)
-                if need > 0:  # evict in bulk (1 % of the bound at least) so the sort is amortised
-                    victims = self._evict(max(need, self.max_entities // 100), protect=out[out >= 0])
-                    free += victims[:need]
-            if len(free) < len(new_keys):
+            distinct = dict.fromkeys(keys)
+            if len(distinct) > self.max_entities:
                 raise ValueError("one batch holds more distinct entities than the LRU bound allows")
-            for key, slot in zip(new_keys, free, strict=False):
-                self.slot_of[key] = slot
-                self.keys[slot] = key
-            self.head[free] = 0
-            out[missing] = [self.slot_of[keys[i]] for i in missing]
+            self.entities.touch(distinct)  # the batch's known entities are not evicted for its new ones
+            for key in dict.fromkeys(keys[i] for i in missing):
+                self.entities.slot(key)
+            out[missing] = [get(keys[i]) for i in missing]
+        else:
+            self.entities.touch(dict.fromkeys(keys))
         self.last_seen[out] = now
         return out
 
-    def _evict(self, n: int, protect: np.ndarray) -> list[int]:
-        last = self.last_seen.copy()
-        last[protect] = np.inf
-        last[self.head < 0] = np.inf  # already free
-        victims = np.argsort(last, kind="stable")[:n]
-        victims = victims[np.isfinite(last[victims])]
-        for s in victims:
-            del self.slot_of[self.keys[s]]
-            self.keys[s] = None
-        self._clear(victims)
-        self.evictions += n
-        return victims.tolist()
-
     def drop(self, keys: Collection[str]) -> None:
-        victims = [self.slot_of.pop(k) for k in keys if k in self.slot_of]
-        for s in victims:
-            self.keys[s] = None
-        if victims:
-            self._clear(np.asarray(victims, np.int64))
+        for key in keys:
+            self.entities.release(key)
 
     def gather(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         return {name: arr[slots] for name, arr in self.data.items()}  # each (n, C)
@@ -181,7 +230,8 @@ class EntityHistory:
         return k % self.capacity
 
     def state(self, slots: np.ndarray | None = None) -> dict[str, Any]:
-        sel = np.arange(self.n_slots) if slots is None else slots
+        """The entities in `slots` (default: all, least recently used first) as tensors and lists."""
+        sel = np.fromiter(self.entities.order.values(), np.int64, len(self.entities)) if slots is None else slots
         sel = sel[[self.keys[s] is not None for s in sel]] if len(sel) else sel
         return {
             "keys": [self.keys[s] for s in sel],
@@ -195,11 +245,7 @@ class EntityHistory:
     def load(self, state: dict[str, Any], merge: bool = False) -> dict[int, int]:
         """Load entities; returns {old slot index in the state: new slot}."""
         if not merge:
-            self.slot_of, self.keys, self.n_slots = {}, [], 0
-            self.head = np.zeros(0, np.int64)
-            self.last_seen = np.zeros(0, np.float64)
-            self.capacity = int(state["capacity"])
-            self.data = {n: np.zeros((0, self.capacity), dt) for n, (dt, _) in self.fields.items()}
+            self.__init__(self.fields, self.max_entities, int(state["capacity"]))  # type: ignore[misc]
         while self.capacity < int(state["capacity"]):
             self._grow_capacity()
         keys = list(state["keys"])

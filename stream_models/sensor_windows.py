@@ -19,14 +19,13 @@ windows that one-by-one processing gives, also when one device appears several t
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from stream_models.entity_store import partition_of
+from stream_models.entity_store import EntitySlots, partition_of
 from stream_models.errors import ModelError
 
 
@@ -59,14 +58,14 @@ class SensorWindows:
     def __init__(self, config: SensorWindowsConfig | None = None) -> None:
         self.config = config or SensorWindowsConfig()
         self.channels: list[str] | None = list(self.config.channels) if self.config.channels else None
-        self._slots: OrderedDict[str, int] = OrderedDict()  # device -> slot, LRU order
-        self._free: list[int] = []
         self._now = -np.inf  # newest event time seen
-        self._alloc(0)
+        self._alloc()
 
     # ------------------------------------------------------------------ storage
-    def _alloc(self, n: int) -> None:
-        W, C = self.config.window, len(self.channels or ())
+    def _alloc(self) -> None:
+        """Empty storage for the current channels; the devices' rows come from `self._devices`."""
+        self._devices = EntitySlots(self.config.max_devices, grow=self._grow, reset=self._reset)
+        W, C, n = self.config.window, len(self.channels or ()), 0
         self._buf = np.zeros((n, W, C), np.float32)  # raw readings, ring buffer (float32, as the models read them)
         self._pos = np.zeros(n, dtype=np.int64)  # next write position
         self._count = np.zeros(n, dtype=np.int64)  # readings seen
@@ -76,7 +75,7 @@ class SensorWindows:
         self._ckx = np.zeros((n, C))  # co-moment of (reading index, value): the trend
         self._last_ts = np.zeros(n)
 
-    def _grow(self, need: int) -> None:
+    def _grow(self, need: int) -> int:
         old = self._buf.shape[0]
         new = min(max(need, old + old // 4, 16), self.config.max_devices)  # 1.25x: less slack
         for name in ("_buf", "_pos", "_count", "_n", "_mean", "_m2", "_ckx", "_last_ts"):
@@ -84,40 +83,24 @@ class SensorWindows:
             grown = np.zeros((new, *arr.shape[1:]), dtype=arr.dtype)
             grown[:old] = arr
             setattr(self, name, grown)
-        self._free.extend(range(new - 1, old - 1, -1))
+        return new
 
     def _reset(self, slot: int) -> None:
         self._buf[slot] = 0.0
         self._pos[slot] = self._count[slot] = 0
         self._n[slot] = self._mean[slot] = self._m2[slot] = self._ckx[slot] = 0.0
 
-    def _slot_for(self, device: str) -> int:
-        slot = self._slots.get(device)
-        if slot is not None:
-            self._slots.move_to_end(device)
-            return slot
-        if not self._free:
-            if len(self._slots) >= self.config.max_devices:
-                _, evicted = self._slots.popitem(last=False)
-                self._free.append(evicted)
-            else:
-                self._grow(len(self._slots) + 1)
-        slot = self._free.pop()
-        self._reset(slot)
-        self._slots[device] = slot
-        return slot
-
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._devices)
 
     def __contains__(self, device: str) -> bool:
-        return device in self._slots
+        return device in self._devices
 
     # ------------------------------------------------------------------ updates
     def _readings(self, events: Sequence[Any]) -> np.ndarray:
         if self.channels is None:
             self.channels = sorted(events[0].readings)
-            self._alloc(0)
+            self._alloc()
         chans = self.channels
         return np.array([[ev.readings.get(c, np.nan) for c in chans] for ev in events], dtype=np.float64)
 
@@ -149,16 +132,16 @@ class SensorWindows:
                 if key in seen and chunk_now - last_at[key] > self.config.ttl_s:
                     self._apply(slice(start, i), slots, ranks, values, ts, out, ready)
                     start, seen, last_at = i, {}, {}
-                    self._free.append(self._slots.pop(key))
-                elif key not in seen and key in self._slots:
-                    if chunk_now - self._last_ts[self._slots[key]] > self.config.ttl_s:
-                        self._free.append(self._slots.pop(key))
+                    self._devices.release(key)
+                elif key not in seen and key in self._devices:
+                    if chunk_now - self._last_ts[self._devices.order[key]] > self.config.ttl_s:
+                        self._devices.release(key)
             r = seen.get(key, 0)
             seen[key] = r + 1
             last_at[key] = ts[i]
             chunk_now = max(chunk_now, ts[i])
             ranks[i] = r
-            slots[i] = self._slot_for(key)
+            slots[i] = self._devices.slot(key)
         self._apply(slice(start, B), slots, ranks, values, ts, out, ready)
         self._expire()
         return keys, out, ready
@@ -220,9 +203,9 @@ class SensorWindows:
         """Reclaim the slots of devices silent for more than `ttl_s`."""
         if self.config.ttl_s is None:
             return
-        stale = [d for d, s in self._slots.items() if self._now - self._last_ts[s] > self.config.ttl_s]
+        stale = [d for d, s in self._devices.order.items() if self._now - self._last_ts[s] > self.config.ttl_s]
         for d in stale:
-            self._free.append(self._slots.pop(d))
+            self._devices.release(d)
 
     # ------------------------------------------------------------------ state
     def partitions_of(self, devices: Iterable[str]) -> list[int]:
@@ -232,11 +215,11 @@ class SensorWindows:
 
     def snapshot(self, partitions: Iterable[int] | None = None) -> dict[str, Any]:
         """Plain state (arrays + lists); `partitions` keeps only those partitions' devices."""
-        devices = list(self._slots)
+        devices = list(self._devices.order)
         if partitions is not None:
             wanted = set(partitions)
             devices = [d for d, p in zip(devices, self.partitions_of(devices), strict=True) if p in wanted]
-        s = np.array([self._slots[d] for d in devices], dtype=np.int64)
+        s = np.array([self._devices.order[d] for d in devices], dtype=np.int64)
         return {
             "config": asdict(self.config),
             "channels": list(self.channels or ()),
@@ -256,16 +239,14 @@ class SensorWindows:
         chans = list(snap["channels"]) or None
         if not merge:
             self.channels = chans
-            self._slots.clear()
-            self._free = []
-            self._alloc(0)
+            self._alloc()
         elif chans is not None and self.channels is not None and chans != self.channels:
             raise ModelError("snapshot channels differ from this state's channels")
         elif self.channels is None:
             self.channels = chans
-            self._alloc(0)
+            self._alloc()
         for i, d in enumerate(snap["devices"]):
-            slot = self._slot_for(d)
+            slot = self._devices.slot(d)
             self._buf[slot] = snap["buf"][i]
             self._pos[slot] = snap["pos"][i]
             self._count[slot] = snap["count"][i]
@@ -278,7 +259,7 @@ class SensorWindows:
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forget the devices of revoked partitions."""
         wanted = set(partitions)
-        devices = list(self._slots)
+        devices = list(self._devices.order)
         for d, p in zip(devices, self.partitions_of(devices), strict=True):
             if p in wanted:
-                self._free.append(self._slots.pop(d))
+                self._devices.release(d)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stream_models import checkpoint
-from stream_models.entity_store import EntityHistory, murmur2_py, partition_of
+from stream_models.entity_store import EntityHistory, EntitySlots, murmur2_py, partition_of
 
 FIELDS = {"ts": (np.dtype(np.float64), -np.inf), "amount": (np.dtype(np.float64), 0.0)}
 
@@ -70,3 +70,12 @@ def test_pure_python_murmur2_matches_kafka_python():
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert murmur2_py(data) & 0xFFFFFFFF == murmur2(data) & 0xFFFFFFFF
     assert partition_of("card_42", 12) == partition_of(b"card_42", 12)
+
+
+def test_a_released_row_is_reused_and_reset_before_the_next_key_gets_it():
+    resets: list[int] = []
+    slots = EntitySlots(3, grow=lambda need: need, reset=resets.append)
+    a, b = slots.slot("a"), slots.slot("b")
+    assert slots.release("a") == a and "a" not in slots and slots.release("zz") is None
+    assert slots.slot("c") == a and resets[-1] == a  # the freed row, reset for its new key
+    assert slots.slot("b") == b and list(slots.order) == ["c", "b"] and slots.evictions == 0

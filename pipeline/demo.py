@@ -76,11 +76,13 @@ def _view(runner: Any, feed: _Feed, produced: dict[str, int], started: float) ->
     counters.add_row(f"produced {sum(produced.values())}", f"scored {stats.events}", f"alerts {stats.alerts}",
                      f"rejects (DLQ) {stats.rejects}", f"labels {stats.labels}", f"commits {stats.commits}",
                      f"{stats.events / elapsed:.0f} events/s")
+    state = "   ".join(f"{domain}: {'[yellow]warming up, no alerts yet[/]' if warming else '[green]alerts armed[/]'}"
+                       for domain, warming in sorted(stats.warming_up.items()))
     alerts = Table("domain", "event", "entity", "score", "threshold", title="latest alerts", expand=True)
     with feed.lock:
         for domain, event_id, entity, score, threshold in reversed(feed.recent):
             alerts.add_row(domain, event_id, entity, f"{score:.3f}", f"{threshold:.3f}")
-    return Group(counters, alerts)
+    return Group(counters, state, alerts)
 
 
 def run_demo(settings: Settings, options: DemoOptions, console: Console | None = None) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class RunnerMetrics:
         )
         self.model_loss = Gauge("streamwarden_model_loss", "Last training loss", ["domain", "detector"], registry=r)
         self.drift_events = Counter("streamwarden_drift_events", "Drift detections", ["domain"], registry=r)
+        self.warming_up = Gauge("streamwarden_warming_up",
+                                "1 while the domain's newest event was scored without an armed threshold (no alerts)",
+                                ["domain"], registry=r)
         self.sink_retries = Counter("streamwarden_sink_retries", "Flushes retried under backpressure", registry=r)
         self.poll_retries = Counter("streamwarden_poll_retries", "Polls that failed on a retriable broker error",
                                     registry=r)

@@ -125,6 +125,7 @@ class RunStats:
     partitions_saved: int = 0
     partitions_restored: int = 0
     restored_from: dict[TopicPartition, int] | None = None
+    warming_up: dict[str, bool] = field(default_factory=dict)  # domain -> newest event scored without alerts armed
     started_at: float = field(default_factory=time.time)
     stopped_at: float | None = None
 
@@ -366,8 +367,23 @@ class Runner:
         self.metrics.events_in.labels(domain=processor.domain).inc(len(events))
         self.metrics.alerts.labels(domain=processor.domain).inc(len(alerts))
         self.metrics.suppressed.labels(domain=processor.domain).inc(int(np.count_nonzero(batch.suppressed)))
+        if batch.warming_up is not None and len(events):
+            self._warm_up_state(processor, bool(batch.warming_up[-1]))
         for observer in self.observers:
             observer(processor.domain, events, records, batch)
+
+    def _warm_up_state(self, processor: DomainProcessor, warming: bool) -> None:
+        """Log and export when a domain starts or stops raising alerts (warm-up, threshold re-learning)."""
+        before = self.stats.warming_up.get(processor.domain)
+        self.stats.warming_up[processor.domain] = warming
+        self.metrics.warming_up.labels(domain=processor.domain).set(int(warming))
+        where = {"domain": processor.domain, "events": getattr(processor, "events_seen", None)}
+        if before is None and warming:
+            log.info("warming up: no alerts until the threshold is armed", extra=where)
+        elif before and not warming:
+            log.info("alerts armed", extra={**where, "detector": processor.detector_name})
+        elif before is False and warming:
+            log.warning("threshold re-learning after drift: no alerts until it is armed again", extra=where)
 
     # ------------------------------------------------------------------ delivery
     def _flush_with_backoff(self) -> bool:

@@ -390,3 +390,23 @@ def test_idle_time_only_counts_once_partitions_are_assigned() -> None:
     stats = make_runner(source, MemorySink(), idle_timeout_s=0.0).run()
     assert stats.records == 12
     assert source.committed == {(TOPIC, 0): 12}
+
+
+def test_a_domain_that_cannot_alert_yet_says_so_in_logs_metrics_and_stats(caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline.domains import build_processor
+    from tests.unit.test_runner_domains import small_settings
+
+    processor = build_processor(small_settings(), "transactions")  # warm-up: the first 64 events
+    runner = make_runner(FakeSource(tx_records(30, partitions=1)), MemorySink(), processor=processor)
+    with caplog.at_level("INFO", logger="pipeline.runner"):
+        runner.run()
+    assert runner.stats.warming_up == {"transactions": True}
+    assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == 1
+    assert "warming up: no alerts until the threshold is armed" in caplog.text
+
+    runner = make_runner(FakeSource(tx_records(400, partitions=1)), MemorySink(), processor=processor)
+    with caplog.at_level("INFO", logger="pipeline.runner"):
+        runner.run()
+    assert runner.stats.warming_up == {"transactions": False}
+    assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == 0
+    assert "alerts armed" in caplog.text

@@ -383,7 +383,7 @@ class Runner:
         elif before and not warming:
             log.info("alerts armed", extra={**where, "detector": processor.detector_name})
         elif before is False and warming:
-            log.warning("threshold re-learning after drift: no alerts until it is armed again", extra=where)
+            log.info("threshold re-learning after drift: no alerts until it is armed again", extra=where)
 
     # ------------------------------------------------------------------ delivery
     def _flush_with_backoff(self) -> bool:

@@ -1,18 +1,26 @@
 """Dead-letter queue: every rejected record goes to `<topic>.dlq` with its reason code and original bytes.
 
-Each DLQ message is JSON, keyed with the original key:
-    {"reason", "detail", "topic", "partition", "offset", "timestamp_ms", "key_b64", "value_b64", "rejected_at"}
-`key_b64` is null when the original message had no key; `rejected_at` is epoch seconds.
+Each DLQ message is JSON, keyed with the original key (its first 1 KiB):
+    {"reason", "detail", "topic", "partition", "offset", "timestamp_ms", "key_b64", "value_b64",
+     "value_size", "value_sha256", "rejected_at"}
+`key_b64` is null when the original message had no key; `rejected_at` is epoch seconds. A dead letter always
+fits a Kafka request: `value_b64` holds at most the first `MAX_VALUE_BYTES` of the original value, whose full
+length and SHA-256 are `value_size` / `value_sha256` (the whole message stays in the source topic at
+`partition`/`offset`).
 
 The producer is anything with `send(topic, key, value) -> future|None` and `flush()`, normally an
 `ingest.producer.EventProducer`. `flush()` raises `DeadLetterFailed` (retriable) when some
-dead letters could not be delivered; those stay buffered and are sent again by the next
-`flush()`, so the caller must not commit the offsets of that batch until a flush succeeds.
+dead letters could not be delivered for a reason that may pass (broker unreachable); those stay buffered
+and are sent again by the next `flush()`, so the caller must not commit the offsets of that batch until a
+flush succeeds. A dead letter the broker refuses for good (a non-retriable error) is counted in
+`undeliverable`, logged once and dropped, so one poison message never stops its partition.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +30,11 @@ import msgspec
 from ingest.decode import Reject
 from ingest.errors import DeadLetterFailed
 from ingest.schemas import DLQ_SUFFIX
+
+log = logging.getLogger("ingest.dlq")
+MAX_VALUE_BYTES = 16 * 1024  # of the original value kept in a dead letter
+MAX_KEY_BYTES = 1024
+MAX_DETAIL_CHARS = 1000
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -36,6 +49,12 @@ class DeadLetter(msgspec.Struct, frozen=True):
     key_b64: str | None
     value_b64: str
     rejected_at: float
+    value_size: int = -1  # bytes of the original value (value_b64 may hold only its prefix)
+    value_sha256: str = ""
+
+    @property
+    def truncated(self) -> bool:
+        return self.value_size > len(self.value)
 
     @property
     def key(self) -> bytes | None:
@@ -56,14 +75,16 @@ def encode_dead_letter(reject: Reject, rejected_at: float) -> bytes:
     return _encode(
         DeadLetter(
             reason=reject.reason.value,
-            detail=reject.detail,
+            detail=reject.detail[:MAX_DETAIL_CHARS],
             topic=rec.topic,
             partition=rec.partition,
             offset=rec.offset,
             timestamp_ms=rec.timestamp_ms,
-            key_b64=None if rec.key is None else base64.b64encode(rec.key).decode("ascii"),
-            value_b64=base64.b64encode(value).decode("ascii"),
+            key_b64=None if rec.key is None else base64.b64encode(rec.key[:MAX_KEY_BYTES]).decode("ascii"),
+            value_b64=base64.b64encode(value[:MAX_VALUE_BYTES]).decode("ascii"),
             rejected_at=rejected_at,
+            value_size=len(value),
+            value_sha256=hashlib.sha256(value).hexdigest(),
         )
     )
 
@@ -80,8 +101,15 @@ def _failed(future: Any) -> bool:
     return bool(failed()) if callable(failed) else False
 
 
+def _permanent(future: Any) -> bool:
+    """A failure that sending again cannot fix (kafka-python marks the others `retriable`)."""
+    error = getattr(future, "exception", None)
+    return error is not None and not isinstance(error, type) and not getattr(error, "retriable", True)
+
+
 class DeadLetterQueue:
-    """Buffers rejects into a producer; `counts` = {reason: number of rejects added} since creation."""
+    """Buffers rejects into a producer; `counts` = {reason: number of rejects added} since creation,
+    `delivered` / `undeliverable` = dead letters the broker took / refused for good."""
 
     def __init__(
         self, producer: Any, suffix: str = DLQ_SUFFIX, *, clock: Callable[[], float] = time.time
@@ -91,6 +119,7 @@ class DeadLetterQueue:
         self.clock = clock
         self.counts: dict[str, int] = {}
         self.delivered = 0
+        self.undeliverable = 0  # dead letters the broker refused for good (dropped, logged)
         self._pending: list[tuple[Reject, bytes, Any]] = []  # sent, awaiting flush
         self._retry: list[tuple[Reject, bytes]] = []  # failed delivery, sent again on the next flush
 
@@ -110,12 +139,23 @@ class DeadLetterQueue:
             self._send(reject, encode_dead_letter(reject, now))
 
     def _send(self, reject: Reject, body: bytes) -> None:
+        key = None if reject.record.key is None else reject.record.key[:MAX_KEY_BYTES]
         try:
-            future = self.producer.send(self.topic_for(reject.record.topic), reject.record.key, body)
-        except Exception:  # buffer full, broker gone: keep it for the next flush
-            self._retry.append((reject, body))
+            future = self.producer.send(self.topic_for(reject.record.topic), key, body)
+        except Exception as error:
+            if getattr(error, "retriable", True):  # buffer full, broker gone: keep it for the next flush
+                self._retry.append((reject, body))
+            else:
+                self._drop(reject, error)
             return
         self._pending.append((reject, body, future))
+
+    def _drop(self, reject: Reject, error: BaseException | None) -> None:
+        self.undeliverable += 1
+        rec = reject.record
+        log.error("dead letter refused for good, dropped (the record stays in its topic at its offset)",
+                  extra={"topic": rec.topic, "partition": rec.partition, "offset": rec.offset,
+                         "reason": reject.reason.value, "error": repr(error)})
 
     def flush(self, timeout: float | None = None) -> None:
         """Deliver everything added so far; raise DeadLetterFailed (retriable) if some could not be."""
@@ -132,6 +172,8 @@ class DeadLetterQueue:
         for reject, body, future in pending:
             if future is None or (getattr(future, "is_done", True) and not _failed(future)):
                 self.delivered += 1
+            elif _failed(future) and _permanent(future):
+                self._drop(reject, future.exception)
             elif _failed(future):
                 self._retry.append((reject, body))
             else:  # still in flight after a timed-out flush: wait for it rather than send it twice

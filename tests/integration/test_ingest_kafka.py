@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -12,7 +13,7 @@ import pytest
 
 from ingest.consumer import BatchConsumer, create_topics
 from ingest.decode import BatchDecoder, RejectReason
-from ingest.dlq import DeadLetterQueue, decode_dead_letter
+from ingest.dlq import MAX_VALUE_BYTES, DeadLetterQueue, decode_dead_letter
 from ingest.errors import ReplaySourceError
 from ingest.produce import produce_events
 from ingest.producer import EventProducer
@@ -205,7 +206,10 @@ def test_every_valid_event_once_and_every_malformed_one_in_the_dlq_across_a_rest
         assert rec.key == letter.key and letter.key not in by_key
         by_key[letter.key] = letter
         assert letter.reason == expected[letter.key]
-        assert letter.value == (originals[letter.key] or b"")
+        original = originals[letter.key] or b""  # a dead letter keeps a bounded prefix, the size and the digest
+        assert original.startswith(letter.value) and letter.value_size == len(original)
+        assert letter.value == original or len(letter.value) == MAX_VALUE_BYTES
+        assert letter.value_sha256 == hashlib.sha256(original).hexdigest()
         assert (
             letter.topic == topic and letter.partition in (0, 1, 2) and letter.offset >= 0 and letter.detail
         )

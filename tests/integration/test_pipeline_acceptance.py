@@ -231,3 +231,38 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_replays_without_duplic
     assert len({a.alert_id for a in alerts}) == len(alerts), "a replayed event duplicated its alert"
     reference = run_backtest(load_settings(**config), f"kafka://{topics['transactions']}", domain="transactions")
     assert {a.alert_id: a.score for a in alerts} == {a.alert_id: a.score for a in reference.alerts}
+
+
+def test_a_message_too_big_for_a_dead_letter_of_its_own_does_not_stall_its_partition(
+    kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Any, unique_name: str, tmp_path: Path,
+) -> None:
+    """A ~900 KB event is rejected as oversized; its dead letter (bounded, with size and digest) is delivered,
+    and the events behind it are scored and committed in the same run."""
+    import hashlib
+
+    from ingest.dlq import decode_dead_letter
+    from ingest.replay import KafkaRangeSource
+
+    topics = {"transactions": topic_factory("tx", partitions=1), "sensors": topic_factory("sensors", partitions=1),
+              "labels": topic_factory("labels", partitions=1)}
+    events = list(TransactionSimulator(seed=4, n_customers=20, n_terminals=20, days=2).events())
+    huge = b'{"v":1,"event_id":"huge","memo":"' + b"x" * 900_000 + b'"}'
+    produce(kafka_bootstrap, topics["transactions"], "transactions", events[:100])
+    with EventProducer(kafka_bootstrap) as producer:
+        producer.send(topics["transactions"], b"card-huge", huge)
+        producer.flush()
+    produce(kafka_bootstrap, topics["transactions"], "transactions", events[100:])
+    settings = load_settings(
+        **sections(kafka_bootstrap, redis_url, redis_prefix, topics, unique_name, tmp_path, "transactions"))
+
+    stats = run_in_process(settings)
+
+    assert (stats.events, stats.rejects) == (len(events), 1)
+    assert committed_offsets(kafka_bootstrap, unique_name)[(topics["transactions"], 0)] == len(events) + 1
+    with KafkaRangeSource(kafka_bootstrap, topics["transactions"] + ".dlq") as dead:
+        letters = []
+        while not dead.exhausted:
+            letters.extend(dead.poll(1000, 500))
+    (letter,) = [decode_dead_letter(r.value) for r in letters]
+    assert letter.reason == "oversized" and letter.offset == 100 and letter.value_size == len(huge)
+    assert letter.value_sha256 == hashlib.sha256(huge).hexdigest() and huge.startswith(letter.value)

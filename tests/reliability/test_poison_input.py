@@ -7,6 +7,7 @@ every reject to `<topic>.dlq` with its reason. 20,000 malformed messages among 2
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 from collections import Counter
@@ -15,6 +16,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from ingest.dlq import MAX_VALUE_BYTES
 from tests.reliability import harness as h
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -99,7 +101,10 @@ def test_poison_messages_go_to_the_dlq_and_valid_events_score_as_without_noise(
     assert Counter(d["reason"] for d in letters) == Counter(expected)
     assert all(d["topic"] == noisy and d["partition"] == 0 for d in letters)
     originals = {o: v for o, (_, v) in enumerate(noisy_items)}
-    assert all(base64.b64decode(d["value_b64"] or "") == originals[d["offset"]] for d in letters)
+    for d in letters:  # the original bytes, or (oversized ones) their first MAX_VALUE_BYTES, size and digest
+        original, kept = originals[d["offset"]], base64.b64decode(d["value_b64"] or "")
+        assert kept == original[:MAX_VALUE_BYTES] and d["value_size"] == len(original)
+        assert d["value_sha256"] == hashlib.sha256(original).hexdigest()
     assert sorted(h.alert_ids(redis_client, f"{with_noise.spec.redis_prefix}alerts")) == \
         sorted(h.alert_ids(redis_client, f"{without.spec.redis_prefix}alerts"))
     h.record_figures("poison", valid=VALID, malformed=POISON, rejects_in_dlq=len(letters),

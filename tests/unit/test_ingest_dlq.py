@@ -119,3 +119,52 @@ def test_reasons_are_strings_in_counts() -> None:
     dlq.add(rejects())
     assert all(type(k) is str for k in dlq.counts)  # plain strings, ready to be metric labels
     assert sum(dlq.counts.values()) == 3
+
+
+def test_a_huge_reject_becomes_a_bounded_dead_letter_with_the_size_and_digest_of_the_original() -> None:
+    import hashlib
+
+    from ingest.dlq import MAX_KEY_BYTES, MAX_VALUE_BYTES
+
+    value = b'{"v":1,"memo":"' + b"x" * 900_000 + b'"}'
+    record = Record("transactions", 0, 5, -1, b"k" * 5000, value)
+    (reject,) = decode_batch([record], "transactions").rejects
+    producer = FakeProducer()
+    dlq = DeadLetterQueue(producer)
+    dlq.add([reject])
+    dlq.flush()
+    (_, key, body) = producer.messages[0]
+    assert len(body) < 64 * 1024 and len(key) == MAX_KEY_BYTES  # fits any Kafka request
+    letter = decode_dead_letter(body)
+    assert letter.reason == "oversized" and letter.truncated
+    assert letter.value == value[:MAX_VALUE_BYTES] and letter.value_size == len(value)
+    assert letter.value_sha256 == hashlib.sha256(value).hexdigest() and (letter.partition, letter.offset) == (0, 5)
+
+
+class RefusingProducer(FakeProducer):
+    """Refuses every send for good (kafka-python's non-retriable errors), or fails retriably."""
+
+    def __init__(self, retriable: bool) -> None:
+        super().__init__()
+        self.retriable = retriable
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> FakeFuture:
+        error = StreamwardenError("refused", retriable=self.retriable)
+        if self.retriable:
+            raise error
+        future = FakeFuture(fail=True)
+        future.exception = error  # type: ignore[attr-defined]
+        return future
+
+
+def test_a_dead_letter_refused_for_good_is_counted_and_dropped_but_a_retriable_failure_is_kept() -> None:
+    dlq = DeadLetterQueue(RefusingProducer(retriable=False))
+    dlq.add(rejects())
+    dlq.flush()  # does not raise: nothing left to retry, the offsets may be committed
+    assert dlq.undeliverable == 3 and dlq.pending == 0
+
+    dlq = DeadLetterQueue(RefusingProducer(retriable=True))
+    dlq.add(rejects())
+    with pytest.raises(DeadLetterFailed):
+        dlq.flush()
+    assert dlq.undeliverable == 0 and dlq.pending == 3

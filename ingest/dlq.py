@@ -101,10 +101,9 @@ def _failed(future: Any) -> bool:
     return bool(failed()) if callable(failed) else False
 
 
-def _permanent(future: Any) -> bool:
-    """A failure that sending again cannot fix (kafka-python marks the others `retriable`)."""
-    error = getattr(future, "exception", None)
-    return error is not None and not isinstance(error, type) and not getattr(error, "retriable", True)
+def _permanent(error: BaseException | None) -> bool:
+    """A failure that sending again cannot fix (kafka-python and our errors mark the others `retriable`)."""
+    return error is not None and not getattr(error, "retriable", True)
 
 
 class DeadLetterQueue:
@@ -143,10 +142,10 @@ class DeadLetterQueue:
         try:
             future = self.producer.send(self.topic_for(reject.record.topic), key, body)
         except Exception as error:
-            if getattr(error, "retriable", True):  # buffer full, broker gone: keep it for the next flush
-                self._retry.append((reject, body))
-            else:
+            if _permanent(error):
                 self._drop(reject, error)
+            else:  # buffer full, broker gone: keep it for the next flush
+                self._retry.append((reject, body))
             return
         self._pending.append((reject, body, future))
 
@@ -172,10 +171,12 @@ class DeadLetterQueue:
         for reject, body, future in pending:
             if future is None or (getattr(future, "is_done", True) and not _failed(future)):
                 self.delivered += 1
-            elif _failed(future) and _permanent(future):
-                self._drop(reject, future.exception)
             elif _failed(future):
-                self._retry.append((reject, body))
+                error = getattr(future, "exception", None)
+                if _permanent(error):
+                    self._drop(reject, error)
+                else:
+                    self._retry.append((reject, body))
             else:  # still in flight after a timed-out flush: wait for it rather than send it twice
                 self._pending.append((reject, body, future))
         if self._retry or self._pending:

@@ -1,8 +1,9 @@
-"""Per-entity state keyed like Kafka: the event history of each card and terminal, and the partitioner.
+"""Per-entity state keyed like Kafka: which row of an array holds which entity, and the partitioner.
 
-- `EntityHistory`: per-entity ring buffers of recent events in preallocated numpy arrays, bounded by an
-  LRU on the number of entities (cards and terminals of `transaction_features`). Its `state(slots)` /
-  `load(state, merge=True)` move a subset of entities between workers.
+- `EntitySlots`: entity keys -> rows of the caller's arrays, LRU-bounded; the card and terminal histories
+  below and the sensor windows (`stream_models.sensor_windows`) keep their rows through it.
+- `EntityHistory`: per-entity ring buffers of recent events (cards and terminals of `transaction_features`);
+  `state(slots)` / `load(state, merge=True)` move a subset of entities between workers.
 - `partition_of(key, n)`: the Java client's default partitioner (murmur2 of the UTF-8 key), so a worker
   hands over exactly the entities of the partitions it loses (transaction and sensor state alike).
 """
@@ -125,11 +126,11 @@ class EntityHistory:
     capacity doubles when an append would overwrite an event still inside the caller's look-back.
 
     >>> h = EntityHistory({"ts": (np.dtype(np.float64), -np.inf)}, max_entities=2, capacity=4)
-    >>> slots = h.slots(["a", "b"], now=0.0)
+    >>> slots = h.slots(["a", "b"])
     >>> h.append(slots, {"ts": np.array([1.0, 2.0])}, keep_after=-np.inf).tolist()
     [0, 0]
-    >>> _ = h.slots(["b"], now=3.0)
-    >>> _ = h.slots(["c"], now=5.0)  # a third entity evicts the least recently seen one ("a")
+    >>> _ = h.slots(["b"])
+    >>> _ = h.slots(["c"])  # a third entity evicts the least recently seen one ("a")
     >>> sorted(h.slot_of)
     ['b', 'c']
     """
@@ -140,7 +141,6 @@ class EntityHistory:
         self.capacity = capacity
         self.n_slots = 0
         self.head = np.zeros(0, np.int64)  # events ever appended per slot
-        self.last_seen = np.zeros(0, np.float64)
         self.data = {n: np.zeros((0, capacity), dt) for n, (dt, _) in fields.items()}
         self.entities = EntitySlots(max_entities, grow=self._grow_slots, reset=self._reset)
 
@@ -160,7 +160,6 @@ class EntityHistory:
         old = self.n_slots
         n = min(self.max_entities, max(need, old + old // 4, 64))  # 1.25x: less slack
         self.head = np.concatenate([self.head, np.zeros(n - old, np.int64)])
-        self.last_seen = np.concatenate([self.last_seen, np.full(n - old, -np.inf)])
         for name, (dt, fill) in self.fields.items():
             pad = np.full((n - old, self.capacity), fill, dt)
             self.data[name] = np.concatenate([self.data[name], pad])
@@ -169,27 +168,21 @@ class EntityHistory:
 
     def _reset(self, slot: int) -> None:
         self.head[slot] = 0
-        self.last_seen[slot] = -np.inf
         for name, (_, fill) in self.fields.items():
             self.data[name][slot] = fill
 
-    def slots(self, keys: Sequence[str], now: float) -> np.ndarray:
+    def slots(self, keys: Sequence[str]) -> np.ndarray:
         """Slot per key, creating slots for new keys (evicting the least recently seen other entities)."""
-        get = self.entities.order.get
-        out = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
-        missing = np.nonzero(out < 0)[0]
-        if len(missing):
-            distinct = dict.fromkeys(keys)
+        distinct = dict.fromkeys(keys)
+        self.entities.touch(distinct)  # the batch's known entities are not evicted for its new ones
+        new = [k for k in distinct if k not in self.entities]
+        if new:
             if len(distinct) > self.max_entities:
                 raise ValueError("one batch holds more distinct entities than the LRU bound allows")
-            self.entities.touch(distinct)  # the batch's known entities are not evicted for its new ones
-            for key in dict.fromkeys(keys[i] for i in missing):
+            for key in new:
                 self.entities.slot(key)
-            out[missing] = [get(keys[i]) for i in missing]
-        else:
-            self.entities.touch(dict.fromkeys(keys))
-        self.last_seen[out] = now
-        return out
+        order = self.entities.order
+        return np.fromiter((order[k] for k in keys), np.int64, len(keys))
 
     def drop(self, keys: Collection[str]) -> None:
         for key in keys:
@@ -238,7 +231,6 @@ class EntityHistory:
             "slots": torch.from_numpy(np.asarray(sel, np.int64)),
             "capacity": self.capacity,
             "head": torch.from_numpy(self.head[sel].copy()),
-            "last_seen": torch.from_numpy(self.last_seen[sel].copy()),
             "data": {n: torch.from_numpy(a[sel].copy()) for n, a in self.data.items()},
         }
 
@@ -252,10 +244,9 @@ class EntityHistory:
         if not keys:
             return {}
         self.drop(keys)
-        slots = self.slots(keys, now=-np.inf)
+        slots = self.slots(keys)
         head = state["head"].numpy()
         self.head[slots] = head
-        self.last_seen[slots] = state["last_seen"].numpy()
         src_cap = int(state["capacity"])
         p = np.arange(src_cap)[None, :]
         h = head[:, None]

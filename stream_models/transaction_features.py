@@ -151,12 +151,11 @@ class TransactionFeatures:
             return X.astype(np.float32)
         ts = np.asarray(ts, np.float64)
         amount = np.asarray(amount, np.float64)
-        now = float(ts.max())
         seq = np.arange(self._next_seq, self._next_seq + B)
         self._next_seq += B
         t_min = float(ts.min())
-        card_slot = self._cards.slots(card_ids, now)
-        term_slot = self._terms.slots(terminal_ids, now)
+        card_slot = self._cards.slots(card_ids)
+        term_slot = self._terms.slots(terminal_ids)
         self._fit_seq_store()
         term_hash = _hash_ids(terminal_ids)
 

@@ -12,7 +12,7 @@ FIELDS = {"ts": (np.dtype(np.float64), -np.inf), "amount": (np.dtype(np.float64)
 
 
 def _append(h: EntityHistory, keys: list[str], ts: float, amount: float, keep_after: float = -np.inf) -> np.ndarray:
-    slots = h.slots(keys, now=ts)
+    slots = h.slots(keys)
     h.append(slots, {"ts": np.full(len(keys), ts), "amount": np.full(len(keys), amount)}, keep_after=keep_after)
     return slots
 
@@ -24,7 +24,7 @@ def test_the_least_recently_seen_entity_is_evicted_and_comes_back_empty():
     _append(h, ["a"], 3.0, 11.0)
     _append(h, ["c"], 4.0, 30.0)  # evicts b, seen least recently
     assert sorted(k for k in h.keys if k) == ["a", "c"]
-    slot = h.slots(["b"], now=5.0)
+    slot = h.slots(["b"])
     assert h.gather(slot)["amount"].tolist() == [[0.0] * h.capacity]
 
 
@@ -33,7 +33,7 @@ def test_capacity_doubles_instead_of_overwriting_an_event_inside_the_look_back()
     for t in range(5):
         _append(h, ["a"], float(t), float(t), keep_after=-1.0)  # every event is still needed
     assert h.capacity >= 5
-    ts = h.gather(h.slots(["a"], now=5.0))["ts"][0]
+    ts = h.gather(h.slots(["a"]))["ts"][0]
     assert sorted(ts[np.isfinite(ts)].tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
@@ -43,15 +43,15 @@ def test_entities_move_between_workers_through_a_checkpoint():
     for t in range(6):  # wraps the ring buffer and grows it
         _append(old, keys, float(t), float(t), keep_after=-1.0)
     moving = [k for k in keys if partition_of(k, 4) == 1]
-    state = checkpoint.from_bytes(checkpoint.to_bytes(old.state(old.slots(moving, now=6.0))))
+    state = checkpoint.from_bytes(checkpoint.to_bytes(old.state(old.slots(moving))))
     new = EntityHistory(FIELDS, max_entities=100, capacity=4)
     _append(new, ["other"], 0.0, 99.0)
     new.load(state, merge=True)
     for key in moving:
-        got = new.gather(new.slots([key], now=7.0))["amount"][0]
-        want = old.gather(old.slots([key], now=7.0))["amount"][0]
+        got = new.gather(new.slots([key]))["amount"][0]
+        want = old.gather(old.slots([key]))["amount"][0]
         assert sorted(got[np.isfinite(got)].tolist()) == sorted(want.tolist())
-    assert new.gather(new.slots(["other"], now=7.0))["amount"][0].max() == 99.0
+    assert new.gather(new.slots(["other"]))["amount"][0].max() == 99.0
 
 
 @pytest.mark.parametrize(

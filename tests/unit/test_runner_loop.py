@@ -397,16 +397,11 @@ def test_a_domain_that_cannot_alert_yet_says_so_in_logs_metrics_and_stats(caplog
     from tests.unit.test_runner_domains import small_settings
 
     processor = build_processor(small_settings(), "transactions")  # warm-up: the first 64 events
-    runner = make_runner(FakeSource(tx_records(30, partitions=1)), MemorySink(), processor=processor)
-    with caplog.at_level("INFO", logger="pipeline.runner"):
-        runner.run()
-    assert runner.stats.warming_up == {"transactions": True}
-    assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == 1
-    assert "warming up: no alerts until the threshold is armed" in caplog.text
-
-    runner = make_runner(FakeSource(tx_records(400, partitions=1)), MemorySink(), processor=processor)
-    with caplog.at_level("INFO", logger="pipeline.runner"):
-        runner.run()
-    assert runner.stats.warming_up == {"transactions": False}
-    assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == 0
-    assert "alerts armed" in caplog.text
+    for events, warming, message in ((30, True, "warming up: no alerts until the threshold is armed"),
+                                     (400, False, "alerts armed")):
+        runner = make_runner(FakeSource(tx_records(events, partitions=1)), MemorySink(), processor=processor)
+        with caplog.at_level("INFO", logger="pipeline.runner"):
+            runner.run()
+        assert runner.stats.warming_up == {"transactions": warming}
+        assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == int(warming)
+        assert message in caplog.text

@@ -226,6 +226,8 @@ class ModelSettings(_Section):
     auto_promote: bool = Field(False, description="promote the challenger with the best average precision on labels")
     promote_min_positives: int = Field(50, ge=1)
     promote_margin: float = Field(0.02, ge=0)
+    profile_threshold: float = Field(0.0, ge=0, description="transactions: the card profile alerts at this "
+                                     "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     sequence_length: int = Field(5, ge=1, description="transactions: card sequence length for sequence detectors")
     window: int = Field(16, ge=2, description="sensors: readings per window")
     freeze_normalisation_after: int | None = Field(None, ge=1, description="sensors: per-device readings to normalise on")
@@ -257,11 +259,14 @@ class ModelSettings(_Section):
 
 class TransactionModelSettings(ModelSettings):
     """Measured defaults (BENCHMARKS.md, Fraud Handbook): a label-free autoencoder scores from the first
-    event; a supervised MLP learns beside it from chargebacks and takes over once it ranks better."""
+    event; a supervised MLP learns beside it from chargebacks and takes over once it ranks better; the card
+    profile alerts on rare amounts, terminals and pace from a card's first transactions."""
 
     detector: str = "dense_autoencoder"
     challengers: tuple[str, ...] = ("mlp_classifier",)
     auto_promote: bool = True
+    profile_threshold: float = Field(5.0, ge=0, description="transactions: the card profile alerts at this "
+                                     "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
     replay_capacity: int = Field(140_000, ge=1)

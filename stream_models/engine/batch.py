@@ -19,6 +19,7 @@ class DomainBatch:
     warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
+    reasons: dict[int, str] = field(default_factory=dict)  # row -> why a rule (the card profile) alerted
     # every contender's own verdict (the champion's too), name -> (B,): each detector's series stays whole
     # across a promotion, while `scores`/`flags` are what was served
     contender_scores: dict[str, np.ndarray] = field(default_factory=dict)

@@ -42,6 +42,7 @@ class EngineConfig:
     promote_min_positives: int = 50
     promote_margin: float = 0.02
     # transactions
+    profile_threshold: float = 0.0  # > 0: the card profile alerts at this score (-log10 tail probability)
     sequence_length: int = 5  # per-card sequence length for detectors that consume sequences
     # sensors
     window: int = 16  # readings per window

@@ -31,12 +31,15 @@ from typing import Any
 import numpy as np
 
 from stream_models import catalog
+from stream_models.card_profile import CardProfile
 from stream_models.engine.batch import DomainBatch
 from stream_models.engine.champion import ChampionBoard, Contender, Scored
 from stream_models.engine.config import EngineConfig
 from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeaturizer, check_inputs
+from stream_models.errors import ModelError
 
 log = logging.getLogger("stream_models.engine")
+PROFILE = "card_profile"  # the card profile's column in the score log
 
 
 def detector_names(domain: str) -> list[str]:
@@ -103,7 +106,11 @@ class _Pending:
 
 
 class StreamEngine:
-    """Featuriser + champion/challenger detectors + thresholds (+ alarm filter), learning in fixed chunks."""
+    """Featuriser + champion/challenger detectors + thresholds (+ alarm filter), learning in fixed chunks.
+
+    Transactions also get the card profile's cold-start score (`stream_models.card_profile`): with
+    `profile_threshold` > 0 it raises alerts of its own, from the first events, whatever the models' warm-up.
+    """
 
     def __init__(self, config: EngineConfig, featurizer: Any, *, alarm_filter: Any = None) -> None:
         self.config = config
@@ -125,6 +132,11 @@ class StreamEngine:
         self.promotions = 0
         self.losses: dict[str, float] = {}  # contender -> mean score of the normal rows of its last chunk
         self.events_seen = 0
+        self.profile: CardProfile | None = None
+        if config.profile_threshold > 0:
+            if config.domain != "transactions":
+                raise ModelError("profile_threshold (the card profile's alerts) is for the transactions domain")
+            self.profile = CardProfile()
 
     @property
     def detector_name(self) -> str:
@@ -150,8 +162,9 @@ class StreamEngine:
         board = self._ensure_board()
         if board is None:
             return out
+        rows = inputs.get("rows")
         inputs = {k: inputs[k] for k in self.kinds}
-        for name in board.names:
+        for name in [*board.names, *([PROFILE] if self.profile is not None else [])]:
             out.contender_scores[name] = np.full(B, np.nan)
             out.contender_flags[name] = np.zeros(B, bool)
         ids = [str(e.event_id) for e in events]
@@ -164,12 +177,29 @@ class StreamEngine:
                 room = min(room, to_warm_end)
             stop = start + min(B - start, room)
             self._chunk(board, slice(start, stop), keys, inputs, ready, ids, ts, out)
+            if self.profile is not None:
+                self._profile_alerts(slice(start, stop), rows, ts, out)
             self._pending_n += stop - start
             if stop - start == room:
                 self._learn(board)
             start = stop
         self.events_seen += B
         return out
+
+    def _profile_alerts(self, part: slice, rows: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
+        """The card profile scores the rows of `part` and its alerts join the champion's, with their reason."""
+        from stream_models.card_profile import NEEDED
+
+        assert self.profile is not None and self._names is not None
+        X = rows[part]
+        columns = {name: X[:, self._names.index(name)] for name in NEEDED}
+        scores, reasons = self.profile.score(columns, ts[part], explain_at=self.config.profile_threshold)
+        flags = scores >= self.config.profile_threshold
+        out.contender_scores[PROFILE][part] = scores
+        out.contender_flags[PROFILE][part] = flags
+        out.flags[part] |= flags
+        for j, reason in reasons.items():
+            out.reasons[part.start + j] = reason
 
     def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
         """Rows placed at their chunk position in a (learn_every, ...) block: a row's arithmetic is then
@@ -356,6 +386,7 @@ class StreamEngine:
             "promotions": self.promotions,
             "events_seen": self.events_seen,
             "learned_n": self._learned_n,
+            "profile": self.profile.state_dict() if self.profile is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -377,6 +408,8 @@ class StreamEngine:
         self.promotions = int(state["promotions"])
         self.events_seen = int(state["events_seen"])
         self._learned_n = int(state["learned_n"])
+        if self.profile is not None and state.get("profile"):
+            self.profile.load_state_dict(state["profile"])
 
 
 def build_engine(config: EngineConfig) -> StreamEngine:

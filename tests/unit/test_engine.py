@@ -44,7 +44,10 @@ def test_events_scored_before_the_threshold_is_armed_are_marked_warming_up() -> 
     assert batch.warming_up is not None
     assert batch.warming_up[:64].all(), "the first warmup_events events are warm-up"
     assert not batch.warming_up[-16:].any(), "a threshold is armed by the end"
-    assert not batch.flags[batch.warming_up].any(), "no alert while warming up"
+    champion = batch.contender_flags[engine.detector_name]
+    assert not champion[batch.warming_up].any(), "the models raise no alert while warming up"
+    early = np.flatnonzero(batch.flags & batch.warming_up)
+    assert all(batch.reasons.get(int(i)) for i in early), "alerts during warm-up are the card profile's, with a reason"
 
 
 def _labelled_stream(n: int) -> tuple[list[Event], list[Event]]:

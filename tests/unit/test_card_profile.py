@@ -1,0 +1,67 @@
+"""The card profile's cold-start alerts: rare amounts alert from a card's first transactions, with the
+reason, while the learned models still warm up; ordinary streams stay quiet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace as Event
+
+import numpy as np
+
+from pipeline.domains import build_processor
+from pipeline.settings import Settings
+from stream_models import checkpoint
+from stream_models.engine.stream_engine import PROFILE
+
+T0 = 1.7e9
+
+
+def _stream(n: int = 600, cards: int = 30, spikes: int = 12, seed: int = 3) -> tuple[list[Event], set[str]]:
+    """`n` transactions over 10 days, typical amount about 27; `spikes` of them 5,000-9,999 (each on a card
+    that has made at least 3 ordinary purchases)."""
+    rng = np.random.default_rng(seed)
+    ts = np.sort(rng.uniform(T0, T0 + 10 * 86_400, n))
+    card = rng.integers(0, cards, n)
+    amount = rng.gamma(4.0, 27.0 / 4.0, n)
+    seen = np.array([np.count_nonzero(card[:i] == card[i]) for i in range(n)])
+    big = rng.choice(np.flatnonzero(seen >= 3), spikes, replace=False)
+    amount[big] = rng.uniform(5_000, 9_999, spikes)
+    events = [Event(event_id=f"e{i}", ts=float(ts[i]), card_id=f"c{card[i]}", terminal_id=f"t{card[i] % 9}",
+                    amount=round(float(amount[i]), 2)) for i in range(n)]
+    return events, {f"e{i}" for i in big}
+
+
+def test_rare_amounts_alert_on_first_occurrence_with_their_reason_while_the_models_warm_up() -> None:
+    engine = build_processor(Settings(), "transactions")  # the shipped defaults
+    events, spikes = _stream()
+    batch = engine.process(events)
+    alerted = {events[i].event_id for i in np.flatnonzero(batch.flags)}
+    assert spikes <= alerted, "every 5,000-9,999 amount on a card that usually spends ~27 alerts"
+    assert len(alerted - spikes) <= 2, f"ordinary purchases stay quiet, got {sorted(alerted - spikes)}"
+    first = min(i for i, e in enumerate(events) if e.event_id in spikes)
+    assert batch.warming_up[first], "the first rare amount arrives while the models still warm up"
+    assert "x the card's usual" in batch.reasons[first]
+
+    later = engine.process([Event(event_id="late", ts=T0 + 11 * 86_400, card_id="c1", terminal_id="t1",
+                                  amount=99_999.0)])
+    assert later.flags[0] and "amount 99999.00" in later.reasons[0]
+
+
+def test_profile_scores_do_not_depend_on_batching_and_survive_a_checkpoint(tmp_path: Path) -> None:
+    settings = Settings()
+    events, _ = _stream(n=3_000, cards=60, spikes=5)
+    whole = build_processor(settings, "transactions").process(events).contender_scores[PROFILE]
+    engine = build_processor(settings, "transactions")
+    parts = [engine.process(events[i : i + 97]).contender_scores[PROFILE] for i in range(0, 2_500, 97)]
+    checkpoint.save(tmp_path / "c.ckpt", {"engine": engine.state_dict()})
+    resumed = build_processor(settings, "transactions")
+    resumed.load_state_dict(checkpoint.load(tmp_path / "c.ckpt")["engine"])
+    parts.append(resumed.process(events[len(np.concatenate(parts)) :]).contender_scores[PROFILE])
+    np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-9)
+
+
+def test_the_profile_can_be_turned_off() -> None:
+    settings = Settings.model_validate({"transactions": {"profile_threshold": 0}})
+    events, _ = _stream()
+    batch = build_processor(settings, "transactions").process(events)
+    assert PROFILE not in batch.contender_scores and not batch.reasons

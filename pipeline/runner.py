@@ -344,19 +344,22 @@ class Runner:
         alerts = []
         for i in np.flatnonzero(batch.flags).tolist():
             event = events[i]
+            detector, score, threshold = batch.verdict(i)
             alerts.append(
                 Alert(
-                    alert_id=make_alert_id(event.event_id, batch.champions[i] or processor.detector_name,
+                    alert_id=make_alert_id(event.event_id, detector or processor.detector_name,
                                            processor.model_version),
                     event_id=event.event_id,
                     entity=batch.keys[i],
                     domain=processor.domain,
-                    score=float(batch.scores[i]),
-                    threshold=float(batch.thresholds[i]),
+                    score=score,
+                    threshold=threshold,
                     model_version=processor.model_version,
                     event_ts=float(event.ts),
                     alert_ts=now,
                     top_features=[(str(n), float(v)) for n, v in batch.explanations.get(int(i), [])],
+                    reason=batch.reasons.get(i),
+                    warming_up=bool(batch.warming_up[i]) if batch.warming_up is not None else False,
                 )
             )
             self.metrics.event_to_alert.labels(domain=processor.domain).observe(max(0.0, now - float(event.ts)))

@@ -215,6 +215,8 @@ class ModelSettings(_Section):
     top_features: int = Field(3, ge=0)
     warmup_events: int = Field(500, ge=0, description="model burn-in: the thresholds ignore these first scores")
     warmup_fit_epochs: int = Field(0, ge=0, description="> 0: train this many passes over the warm-up at its end")
+    warmup_holdout: float = Field(0.0, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
+                                  "the thresholds on")
     learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
     learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
@@ -235,6 +237,9 @@ class ModelSettings(_Section):
     alarm_m: int = Field(2, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(3, ge=1)
     quiet_rows: int = Field(30, ge=0, description="sensors: learn from a device only this many rows after a flag")
+    regime_rows: int = Field(0, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
+                             "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")
+    episode_gap_rows: int = Field(200, ge=1, description="sensors: quiet rows that close a device's alarm episode")
     seed: int = 0
 
     @field_validator("params", mode="before")
@@ -291,6 +296,10 @@ class SensorModelSettings(ModelSettings):
     drift_horizon: float | None = Field(800.0, gt=0, description="sensors: widen scales by the warm-up trend")
     alarm_m: int = Field(5, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(10, ge=1)
+    warmup_holdout: float = Field(0.25, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
+                                  "the thresholds on")
+    regime_rows: int = Field(720, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
+                             "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")
 
 
 class RunnerSettings(_Section):

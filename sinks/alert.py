@@ -16,6 +16,8 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
 
     `event_ts` is the event time and `alert_ts` the wall-clock time the alert was made (epoch seconds, UTC).
     `top_features` holds (feature name, contribution) pairs, largest first.
+    `score` and `threshold` are those of the detector that raised it (the champion, or the card profile,
+    whose score is -log10 of a tail probability).
 
     >>> a = Alert("id1", "e1", "card-7", "transactions", 0.9, 0.5, "ae-1", 10.0, 11.0, [("amount", 3.5)])
     >>> Alert.from_json(a.to_json()) == a
@@ -34,6 +36,8 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     top_features: list[tuple[str, float]] = msgspec.field(default_factory=list)
     label: int | None = None
     links: dict[str, str] | None = None
+    reason: str | None = None  # a rule's alert says why in words (the card profile: amount, terminal, pace)
+    warming_up: bool = False  # the models were still warming up: only rules could alert
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON."""

@@ -52,8 +52,12 @@ def alert_line(alert: Alert) -> Text:
         (f" (x{ratio:.2f})" if ratio != float("inf") else "", "dim"),
     )
     features = format_features(alert)
-    if features:
+    if alert.reason:
+        line.append("  " + alert.reason, style="yellow")
+    elif features:
         line.append("  " + features, style="yellow")
+    if alert.warming_up:
+        line.append("  (models warming up)", style="dim")
     line.append(f"  [{alert.event_id} {alert.model_version}]", style="dim")
     if alert.label is not None:
         line.append(f" label={alert.label}", style="magenta")
@@ -62,7 +66,7 @@ def alert_line(alert: Alert) -> Text:
 
 def alerts_table(items: Iterable[Alert]) -> Table:
     table = Table(title="streamwarden alerts", header_style="bold")
-    for column in ("event time (UTC)", "domain", "entity", "score", "threshold", "top features", "event id"):
+    for column in ("event time (UTC)", "domain", "entity", "score", "threshold", "why (top features)", "event id"):
         table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
     for a in items:
         table.add_row(
@@ -71,7 +75,7 @@ def alerts_table(items: Iterable[Alert]) -> Table:
             a.entity,
             f"{a.score:.4g}",
             f"{a.threshold:.4g}",
-            format_features(a),
+            a.reason or format_features(a),
             a.event_id,
         )
     return table

@@ -256,6 +256,11 @@ class SensorWindows:
             self._ckx[slot] = snap["ckx"][i]
             self._last_ts[slot] = snap["last_ts"][i]
 
+    def forget(self, devices: Iterable[str]) -> None:
+        """Forget these devices (their next reading starts a new window and new statistics)."""
+        for d in devices:
+            self._devices.release(d)
+
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forget the devices of revoked partitions."""
         wanted = set(partitions)

@@ -19,7 +19,10 @@ class DomainBatch:
     warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
-    reasons: dict[int, str] = field(default_factory=dict)  # row -> why a rule (the card profile) alerted
+    reasons: dict[int, str] = field(default_factory=dict)  # row -> why the rule (the card profile) alerted
+    regime_changes: list[int] = field(default_factory=list)  # rows where a device's alarm run became its new normal
+    rule: str = ""  # the rule that alerts beside the champion ("" = none); its scores are in contender_scores
+    rule_threshold: float = float("nan")
     # every contender's own verdict (the champion's too), name -> (B,): each detector's series stays whole
     # across a promotion, while `scores`/`flags` are what was served
     contender_scores: dict[str, np.ndarray] = field(default_factory=dict)
@@ -30,3 +33,10 @@ class DomainBatch:
             self.warming_up = np.zeros(len(self.keys), bool)
         if not self.champions:
             self.champions = [""] * len(self.keys)
+
+    def verdict(self, row: int) -> tuple[str, float, float]:
+        """(detector, score, threshold) behind the alert of `row`: the champion's, else the rule's."""
+        champion = self.champions[row]
+        if self.rule and row in self.reasons and not self.contender_flags.get(champion, self.flags)[row]:
+            return self.rule, float(self.contender_scores[self.rule][row]), self.rule_threshold
+        return champion, float(self.scores[row]), float(self.thresholds[row])

@@ -29,6 +29,7 @@ class EngineConfig:
     # warm-up and learning
     warmup_events: int = 500  # burn-in: the thresholds ignore these first scores
     warmup_fit_epochs: int = 0  # > 0: at the end of warm-up every contender trains this many passes over it
+    warmup_holdout: float = 0.0  # share of the warm-up (its end) kept out of that fit to set the thresholds on
     learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
     steps_per_update: int = 2
@@ -51,6 +52,8 @@ class EngineConfig:
     alarm_m: int = 2  # flags among the last alarm_n rows of a device that raise an alarm
     alarm_n: int = 3
     quiet_rows: int = 30  # learn from a device only this many rows after its last flag
+    regime_rows: int = 0  # > 0: a device whose alarm episode lasts this many rows takes its new level as normal
+    episode_gap_rows: int = 200  # quiet rows that close a device's alarm episode
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:

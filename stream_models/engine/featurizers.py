@@ -87,6 +87,10 @@ class SensorFeaturizer:
     def observe_labels(self, labels: Sequence[Any]) -> None:
         """Sensor features do not use labels."""
 
+    def forget(self, keys: Collection[str]) -> None:
+        """These devices start afresh: no window, no normalisation statistics."""
+        self.windows.forget(keys)
+
     def snapshot(self) -> dict[str, Any]:
         return self.windows.snapshot()
 

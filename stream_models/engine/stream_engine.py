@@ -132,6 +132,9 @@ class StreamEngine:
         self.promotions = 0
         self.losses: dict[str, float] = {}  # contender -> mean score of the normal rows of its last chunk
         self.events_seen = 0
+        self.regime_changes = 0
+        self._episodes: dict[str, list[int]] = {}  # device -> its open alarm episode
+        self._regime_pending: set[str] = set()  # devices muted until the chunk's end starts them afresh
         self.profile: CardProfile | None = None
         if config.profile_threshold > 0:
             if config.domain != "transactions":
@@ -155,18 +158,9 @@ class StreamEngine:
 
     # -------------------------------------------------------------------------- scoring
     def process(self, events: Sequence[Any]) -> DomainBatch:
-        keys, inputs, ready = self.featurizer.update(events)
-        B = len(keys)
-        out = DomainBatch(keys=keys, scores=np.full(B, np.nan), thresholds=np.full(B, np.nan),
+        B = len(events)
+        out = DomainBatch(keys=[""] * B, scores=np.full(B, np.nan), thresholds=np.full(B, np.nan),
                           flags=np.zeros(B, bool), suppressed=np.zeros(B, bool), warming_up=np.ones(B, bool))
-        board = self._ensure_board()
-        if board is None:
-            return out
-        rows = inputs.get("rows")
-        inputs = {k: inputs[k] for k in self.kinds}
-        for name in [*board.names, *([PROFILE] if self.profile is not None else [])]:
-            out.contender_scores[name] = np.full(B, np.nan)
-            out.contender_flags[name] = np.zeros(B, bool)
         ids = [str(e.event_id) for e in events]
         ts = np.fromiter((e.ts for e in events), np.float64, B)
         start = 0
@@ -176,9 +170,17 @@ class StreamEngine:
             if to_warm_end > 0:  # the end of warm-up is a chunk boundary
                 room = min(room, to_warm_end)
             stop = start + min(B - start, room)
-            self._chunk(board, slice(start, stop), keys, inputs, ready, ids, ts, out)
+            # featurised chunk by chunk: per-device resets at a chunk's end reach the next chunk's features
+            keys, inputs, ready = self.featurizer.update(events[start:stop])
+            out.keys[start:stop] = keys
+            board = self._ensure_board()
+            if board is None:
+                return out
+            self._columns(board, out)
+            part = slice(start, stop)
+            self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out)
             if self.profile is not None:
-                self._profile_alerts(slice(start, stop), rows, ts, out)
+                self._profile_alerts(part, inputs["rows"], ts[part], out)
             self._pending_n += stop - start
             if stop - start == room:
                 self._learn(board)
@@ -186,14 +188,23 @@ class StreamEngine:
         self.events_seen += B
         return out
 
-    def _profile_alerts(self, part: slice, rows: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
-        """The card profile scores the rows of `part` and its alerts join the champion's, with their reason."""
+    def _columns(self, board: ChampionBoard, out: DomainBatch) -> None:
+        """Every contender's (and the card profile's) columns of `out`, once."""
+        B = len(out.keys)
+        for name in [*board.names, *([PROFILE] if self.profile is not None else [])]:
+            if name not in out.contender_scores:
+                out.contender_scores[name] = np.full(B, np.nan)
+                out.contender_flags[name] = np.zeros(B, bool)
+        if self.profile is not None:
+            out.rule, out.rule_threshold = PROFILE, self.config.profile_threshold
+
+    def _profile_alerts(self, part: slice, X: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
+        """The card profile scores the rows `X` of `part` and its alerts join the champion's, with their reason."""
         from stream_models.card_profile import NEEDED
 
         assert self.profile is not None and self._names is not None
-        X = rows[part]
         columns = {name: X[:, self._names.index(name)] for name in NEEDED}
-        scores, reasons = self.profile.score(columns, ts[part], explain_at=self.config.profile_threshold)
+        scores, reasons = self.profile.score(columns, ts, explain_at=self.config.profile_threshold)
         flags = scores >= self.config.profile_threshold
         out.contender_scores[PROFILE][part] = scores
         out.contender_flags[PROFILE][part] = flags
@@ -210,42 +221,43 @@ class StreamEngine:
 
     def _chunk(self, board: ChampionBoard, part: slice, keys: list[str], inputs: dict[str, np.ndarray],
                ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch) -> None:
+        """Score one chunk segment: `part` places it in `out`; the other arguments hold just its events."""
         pos = self._pending_n
-        seg_ready = ready[part]
-        rows = np.arange(part.start, part.stop)[seg_ready]
-        raw = np.zeros(part.stop - part.start, bool)
+        local = np.flatnonzero(ready)
+        rows = part.start + local
+        raw = np.zeros(len(keys), bool)
         champion = board.contenders[board.champion]
         armed = self._warm_done and math.isfinite(float(champion.threshold.threshold))
         assert out.warming_up is not None
-        out.warming_up[part] = ~seg_ready | (not armed)
-        blocks = {k: self._block(v[part], pos) for k, v in inputs.items()}
+        out.warming_up[part] = ~ready | (not armed)
+        blocks = {k: self._block(v, pos) for k, v in inputs.items()}
         if len(rows):
-            sel = pos + np.flatnonzero(seg_ready)
+            sel = pos + local
             scored = {n: Scored(s.scores[sel], s.flags[sel], s.thresholds[sel]) for n, s in board.score(blocks).items()}
             champ = scored[board.champion]
             out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
-            raw[rows - part.start] = champ.flags
+            raw[local] = champ.flags
             for name in board.names:
                 out.contender_scores[name][rows] = scored[name].scores
                 out.contender_flags[name][rows] = scored[name].flags
-            board.remember([ids[i] for i in rows], ts[rows], scored)
-        out.champions[part] = [board.champion] * (part.stop - part.start)
-        seg_keys = keys[part]
-        alarms = self.alarm_filter.update_many(seg_keys, raw) if self.alarm_filter is not None else raw.copy()
+            board.remember([ids[i] for i in local], ts[local], scored)
+        out.champions[part] = [board.champion] * len(keys)
+        alarms = self.alarm_filter.update_many(keys, raw) if self.alarm_filter is not None else raw.copy()
+        if self.alarm_filter is not None and self.config.regime_rows:
+            alarms &= ~self._regime_watch(keys, alarms, part.start, out)
         out.flags[part] = alarms
         out.suppressed[part] = raw & ~alarms
-        gate = np.ones(len(seg_keys), bool)
+        gate = np.ones(len(keys), bool)
         if self.config.quiet_rows and self.alarm_filter is not None:
-            for j, key in enumerate(seg_keys):
+            for j, key in enumerate(keys):
                 since = 0 if raw[j] else self._since_flag.get(key, self.config.quiet_rows) + 1
                 self._since_flag[key] = since
                 gate[j] = since > self.config.quiet_rows
         if len(rows):
-            local = rows - part.start
             for kind, values in inputs.items():
-                self._pending.inputs.setdefault(kind, []).append(values[part][local])
-            self._pending.ids.append([ids[i] for i in rows])
-            self._pending.ts.append(ts[rows])
+                self._pending.inputs.setdefault(kind, []).append(values[local])
+            self._pending.ids.append([ids[i] for i in local])
+            self._pending.ts.append(ts[local])
             self._pending.scores.append(np.stack([scored[n].scores for n in board.names], axis=1))
             self._pending.flags.append(np.stack([scored[n].flags for n in board.names], axis=1))
             self._pending.learnable.append(gate[local])
@@ -254,6 +266,36 @@ class StreamEngine:
             explained = champion.detector.explain_many(blocks[champion.consumes], self.config.top_features)
             for j in hit.tolist():
                 out.explanations[part.start + j] = explained[pos + j]
+
+    def _regime_watch(self, keys: list[str], alarms: np.ndarray, start: int, out: DomainBatch) -> np.ndarray:
+        """Follow each device's alarm episode (open at an alarm, closed after `episode_gap_rows` quiet rows); an
+        episode lasting `regime_rows` is a regime change: one event, and the device is muted until the chunk's
+        end, when its windows, normalisation and alarm state start afresh (it warms up again like a new
+        device). Returns the muted rows."""
+        muted = np.zeros(len(keys), bool)
+        gap = self.config.episode_gap_rows
+        for j, key in enumerate(keys):
+            if key in self._regime_pending:
+                muted[j] = True
+                continue
+            episode = self._episodes.get(key)  # [rows since it opened, quiet rows since its last alarm]
+            if episode is None:
+                if not alarms[j]:
+                    continue
+                episode = self._episodes[key] = [0, 0]
+            episode[0] += 1
+            episode[1] = 0 if alarms[j] else episode[1] + 1
+            if episode[1] >= gap:
+                del self._episodes[key]
+            elif episode[0] >= self.config.regime_rows:
+                del self._episodes[key]
+                self._regime_pending.add(key)
+                self.regime_changes += 1
+                out.regime_changes.append(start + j)
+                log.info("regime change: a device alarmed for %d rows; it re-learns its normal", episode[0],
+                         extra={"domain": self.domain, "entity": key})
+                muted[j] = True
+        return muted
 
     # -------------------------------------------------------------------------- learning
     def _learn(self, board: ChampionBoard) -> None:
@@ -275,6 +317,7 @@ class StreamEngine:
             else:
                 self._learn_chunk(board, inputs, ids, ts, S, Fl, gate, now, update_thresholds=warm_before)
             board.expire(now, cfg.label_delay_s)
+        self._start_afresh()
         self._learned_n += self._pending_n
         self._pending = _Pending()
         self._pending_n = 0
@@ -311,15 +354,28 @@ class StreamEngine:
             c.learner.observe(inputs[c.consumes], Fl[:, k] | ~gate, event_ids=ids, ts=ts)
             c.learner.maybe_update(now_ts=now)
 
+    def _start_afresh(self) -> None:
+        """Devices with a regime change forget their windows, normalisation and alarm state (and may learn)."""
+        if not self._regime_pending:
+            return
+        self.featurizer.forget(sorted(self._regime_pending))
+        for key in self._regime_pending:
+            if self.alarm_filter is not None:
+                self.alarm_filter.reset(key)
+            self._since_flag.pop(key, None)
+        self._regime_pending = set()
+
     def _fit_warmup(self, board: ChampionBoard) -> None:
-        """Train every contender on the warm-up, then set its threshold from its warm-up scores."""
+        """Train every contender on the warm-up, then set its threshold from its scores on the warm-up's last
+        `warmup_holdout` share, which it did not train on (scores on training rows are too low to set one)."""
         warm = {k: np.concatenate(v) for k, v in self._warm.items()}
         for c in board.contenders.values():
             X = warm[c.consumes]
+            split = len(X) - int(len(X) * self.config.warmup_holdout)
+            fit_on, calibrate_on = X[:split], (X[split:] if split < len(X) else X)
             for _ in range(self.config.warmup_fit_epochs):
-                c.detector.learn_many(X)
-            scores = np.asarray(c.detector.score_many(X), np.float64)
-            c.threshold.fit(scores)
+                c.detector.learn_many(fit_on)
+            c.threshold.fit(np.asarray(c.detector.score_many(calibrate_on), np.float64))
         self._warm = {}
 
     # -------------------------------------------------------------------------- labels
@@ -343,7 +399,10 @@ class StreamEngine:
         from stream_models.entity_store import partition_of
 
         state: dict[str, Any] = {"features": self.featurizer.snapshot_partition(partition, n_partitions)}
-        state["since_flag"] = {k: v for k, v in self._since_flag.items() if partition_of(k, n_partitions) == partition}
+        mine = lambda key: partition_of(key, n_partitions) == partition  # noqa: E731
+        state["since_flag"] = {k: v for k, v in self._since_flag.items() if mine(k)}
+        state["episodes"] = {k: list(v) for k, v in self._episodes.items() if mine(k)}
+        state["regime_pending"] = sorted(k for k in self._regime_pending if mine(k))
         if self.alarm_filter is not None:
             snap = self.alarm_filter.snapshot()
             keep = [i for i, d in enumerate(snap["devices"]) if partition_of(d, n_partitions) == partition]
@@ -354,6 +413,8 @@ class StreamEngine:
         """Merge a partition's state (from `snapshot_partition`) into this engine's."""
         self.featurizer.restore_partition(state["features"])
         self._since_flag.update(state.get("since_flag", {}))
+        self._episodes.update({k: list(v) for k, v in state.get("episodes", {}).items()})
+        self._regime_pending.update(state.get("regime_pending", []))
         if self.alarm_filter is not None and state.get("alarm_filter"):
             own, extra = self.alarm_filter.snapshot(), state["alarm_filter"]
             self.alarm_filter.restore({key: list(own[key]) + list(extra[key]) for key in ("devices", "bits", "on")})
@@ -362,8 +423,10 @@ class StreamEngine:
         """Forget the entities of a partition that moved to another worker."""
         from stream_models.entity_store import partition_of
 
-        for key in [k for k in self._since_flag if partition_of(k, n_partitions) == partition]:
-            del self._since_flag[key]
+        for store in (self._since_flag, self._episodes):
+            for key in [k for k in store if partition_of(k, n_partitions) == partition]:
+                del store[key]
+        self._regime_pending = {k for k in self._regime_pending if partition_of(k, n_partitions) != partition}
         if self.alarm_filter is not None:
             for device in self.alarm_filter.snapshot()["devices"]:
                 if partition_of(device, n_partitions) == partition:
@@ -378,6 +441,9 @@ class StreamEngine:
             "board": self.board.state_dict() if self.board else None,
             "alarm_filter": self.alarm_filter.snapshot() if self.alarm_filter is not None else None,
             "since_flag": dict(self._since_flag),
+            "episodes": {k: list(v) for k, v in self._episodes.items()},
+            "regime_pending": sorted(self._regime_pending),
+            "regime_changes": self.regime_changes,
             "pending_n": self._pending_n,
             "pending": self._pending.state(),
             "warm": {k: list(v) for k, v in self._warm.items()},
@@ -400,6 +466,9 @@ class StreamEngine:
         if self.alarm_filter is not None and state["alarm_filter"] is not None:
             self.alarm_filter.restore(state["alarm_filter"])
         self._since_flag = dict(state["since_flag"])
+        self._episodes = {k: list(v) for k, v in state.get("episodes", {}).items()}
+        self._regime_pending = set(state.get("regime_pending", []))
+        self.regime_changes = int(state.get("regime_changes", 0))
         self._pending_n = int(state["pending_n"])
         self._pending = _Pending.from_state(state["pending"])
         self._warm = {k: list(v) for k, v in state["warm"].items()}

@@ -49,7 +49,9 @@ def test_only_the_champion_alerts_and_every_contender_is_rated_on_labels(tmp_pat
     runner, sink = make_runner(records, tmp_path)
     runner.run()
 
-    assert sink.alerts and all(a.alert_id == make_alert_id(a.event_id, "dense_autoencoder", "v1") for a in sink.alerts)
+    ids = {name: {a.alert_id for a in sink.alerts if a.alert_id == make_alert_id(a.event_id, name, "v1")}
+           for name in ("dense_autoencoder", "card_profile")}  # the card profile alerts beside the champion
+    assert ids["dense_autoencoder"] and len(ids["dense_autoencoder"]) + len(ids["card_profile"]) == len(sink.alerts)
     rows = {r["detector"]: r for r in champion.read_leaderboard(tmp_path, "transactions")}
     assert rows["dense_autoencoder"]["champion"] and not rows["mlp_classifier"]["champion"]
     assert rows["mlp_classifier"]["labelled"] == rows["dense_autoencoder"]["labelled"] > 0
@@ -93,3 +95,15 @@ def test_metrics_endpoint_counts_events_rejects_and_alerts(tmp_path: Path) -> No
     assert "streamwarden_batch_seconds_count" in body
     assert 'streamwarden_model_loss{detector="mlp_classifier",domain="transactions"}' in body
     assert stats.labels > 0
+
+
+def test_card_profile_alerts_reach_the_sink_with_their_score_and_reason_while_the_models_warm_up(tmp_path: Path) -> None:
+    records, sim = stream(days=6)
+    runner, sink = make_runner(records, tmp_path)
+    runner.run()
+    rule = [a for a in sink.alerts if a.alert_id == make_alert_id(a.event_id, "card_profile", "v1")]
+    assert rule and all(a.reason and a.score >= a.threshold == 5.0 for a in rule)
+    spikes = set(sim.to_frame().query("scenario == 'amount_spike'").event_id.astype(str))
+    assert any("x the card's usual" in a.reason for a in rule if a.event_id in spikes)
+    early = [a for a in sink.alerts if a.warming_up]
+    assert early and all(a in rule for a in early), "during warm-up only the card profile alerts, and says why"

@@ -1,0 +1,55 @@
+"""Sensor alarms with the shipped defaults: a clean device stays quiet, a lasting level shift alarms for a
+bounded time, raises one regime-change event and the device re-learns its normal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ingest.simulator import SensorSimulator
+from pipeline.domains import build_processor
+from pipeline.settings import Settings
+
+SHIFT_AT = 1_000
+
+
+def _shifted_device() -> list[Any]:
+    """One device, 3,000 readings without injected faults; from reading 1,000 on, one channel sits 5 sd higher."""
+    sim = SensorSimulator(seed=2, n_devices=1, n_steps=3_000, spikes_per_1000=0, level_shifts_per_1000=0,
+                          stuck_per_1000=0, collective_per_1000=0)
+    events = list(sim.events())
+    channel = next(iter(events[0].readings))
+    sd = float(np.std([e.readings[channel] for e in events[:SHIFT_AT]]))
+    for e in events[SHIFT_AT:]:
+        e.readings[channel] += 5 * sd
+    return events
+
+
+def _run(events: list[Any], batch: int) -> tuple[np.ndarray, list[int], Any]:
+    engine = build_processor(Settings(), "sensors")
+    flags, changes = [], []
+    for start in range(0, len(events), batch):
+        out = engine.process(events[start : start + batch])
+        flags.append(out.flags)
+        changes += [start + row for row in out.regime_changes]
+    return np.concatenate(flags), changes, engine
+
+
+def test_a_level_shift_alarms_for_a_bounded_time_then_becomes_the_new_normal() -> None:
+    events = _shifted_device()
+    flags, changes, engine = _run(events, 100)
+    settings = Settings().sensors
+    assert not flags[: SHIFT_AT].any(), "the clean part raises no alarm"
+    assert flags[SHIFT_AT : SHIFT_AT + 100].any(), "the shift alarms"
+    assert len(changes) == 1 and engine.regime_changes == 1, "one regime-change event"
+    assert changes[0] <= SHIFT_AT + settings.regime_rows + settings.episode_gap_rows
+    quiet = flags[changes[0] : changes[0] + 600]
+    assert not quiet.any(), "after the regime change the new level is normal"
+
+
+def test_regime_changes_do_not_depend_on_batching() -> None:
+    events = _shifted_device()
+    a, b = _run(events, 100), _run(events, 37)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1]

@@ -76,7 +76,8 @@ def score(report: Path, truth: pd.Series) -> dict[str, object]:
 
 
 def weeks_metrics(frame: pd.DataFrame, weeks: tuple[int, ...]) -> dict[str, float]:
-    out: dict[str, list[float]] = {"auc": [], "ap": [], "cp100": [], "alert_precision": [], "alert_recall": []}
+    out: dict[str, list[float]] = {"auc": [], "ap": [], "cp100": [], "alert_precision": [], "alert_recall": [],
+                                  "alerts_per_day": []}
     for week in weeks:
         m = week_metrics(frame, week)
         for key in ("auc", "ap", "cp100"):
@@ -85,6 +86,7 @@ def weeks_metrics(frame: pd.DataFrame, weeks: tuple[int, ...]) -> dict[str, floa
         p, r = precision_recall(days.TX_FRAUD.to_numpy(), days.alert.to_numpy())
         out["alert_precision"].append(np.nan if p is None else p)
         out["alert_recall"].append(np.nan if r is None else r)
+        out["alerts_per_day"].append(float(days.alert.sum()) / 7)
     return {k: float(np.nanmean(v)) for k, v in out.items()}
 
 
@@ -116,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(results: dict[str, dict]) -> str:
-    lines = ["| run | seeds | AUC | AP | CP@100 | alert precision | alert recall | champion in test weeks |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | seeds | AUC | AP | CP@100 | alert precision | alert recall | alerts a day | champion in test weeks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in RUNS:
         rows = quality_results.rows_of(results, run)
         if not rows:
@@ -127,7 +129,8 @@ def table(results: dict[str, dict]) -> str:
             return quality_results.mean_std(rows, key)
 
         lines.append(f"| {run} | {len(rows)} | {cell('auc')} | {cell('ap')} | {cell('cp100')} | "
-                     f"{cell('alert_precision')} | {cell('alert_recall')} | {rows[0]['champion_in_test_weeks']} |")
+                     f"{cell('alert_precision')} | {cell('alert_recall')} | {cell('alerts_per_day')} | "
+                     f"{rows[0]['champion_in_test_weeks']} |")
     return "\n".join(lines)
 
 

@@ -29,5 +29,5 @@ def rows_of(results: dict[str, dict[str, Any]], run: str) -> list[dict[str, Any]
 
 def mean_std(rows: list[dict[str, Any]], key: str) -> str:
     """Mean ± sample standard deviation over the seeds (just the value for one seed)."""
-    vals = np.array([r[key] for r in rows], float)
+    vals = np.array([r.get(key, np.nan) for r in rows], float)
     return f"{vals.mean():.4f}" if len(vals) < 2 else f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}"

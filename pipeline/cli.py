@@ -255,11 +255,15 @@ def models_compare(
         raise typer.Exit(1)
     table = Table(title=f"{domain} detectors")
     table.add_column("detector", no_wrap=True)
-    for header in ("champion", "labelled", "positives", "alerts", "ROC AUC", "AP", "precision", "recall", "drifts"):
+    table.add_column("champion", no_wrap=True)
+    for header in ("state", "labelled", "positives", "alerts", "ROC AUC", "AP", "precision", "recall",
+                   "drifts"):
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*(_cell(row.get(k)) for k in ("detector", "champion", "labelled", "positives", "alerts", "roc_auc",
-                                                    "average_precision", "precision", "recall", "drifts")))
+        state = f"warming up {row.get('warmup', '')}" if row.get("warming_up") else "armed"
+        table.add_row(_cell(row.get("detector")), _cell(row.get("champion")), state,
+                      *(_cell(row.get(k)) for k in ("labelled", "positives", "alerts", "roc_auc", "average_precision",
+                                                    "precision", "recall", "drifts")))
     console.print(table)
 
 

@@ -60,15 +60,16 @@ class _Feed:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.recent: deque[tuple[str, str, str, float, float]] = deque(maxlen=10)
+        self.recent: deque[tuple[str, str, str, float, float, str]] = deque(maxlen=10)
         self.log = ScoreLog()
 
     def __call__(self, domain: str, events: Any, records: Any, batch: Any) -> None:
         with self.lock:
             self.log(domain, events, records, batch)
-            for i in np.flatnonzero(batch.flags):
-                self.recent.append((domain, events[i].event_id, batch.keys[i], float(batch.scores[i]),
-                                    float(batch.thresholds[i])))
+            for i in np.flatnonzero(batch.flags).tolist():
+                _, score, threshold = batch.verdict(i)
+                self.recent.append((domain, events[i].event_id, batch.keys[i], score, threshold,
+                                    batch.reasons.get(i, "")))
 
 
 def _view(runner: Any, feed: _Feed, produced: dict[str, int], started: float) -> Group:
@@ -80,10 +81,10 @@ def _view(runner: Any, feed: _Feed, produced: dict[str, int], started: float) ->
                      f"{stats.events / elapsed:.0f} events/s")
     state = "   ".join(f"{domain}: {'[yellow]warming up, no alerts yet[/]' if warming else '[green]alerts armed[/]'}"
                        for domain, warming in sorted(stats.warming_up.items()))
-    alerts = Table("domain", "event", "entity", "score", "threshold", title="latest alerts", expand=True)
+    alerts = Table("domain", "event", "entity", "score", "threshold", "why", title="latest alerts", expand=True)
     with feed.lock:
-        for domain, event_id, entity, score, threshold in reversed(feed.recent):
-            alerts.add_row(domain, event_id, entity, f"{score:.3f}", f"{threshold:.3f}")
+        for domain, event_id, entity, score, threshold, reason in reversed(feed.recent):
+            alerts.add_row(domain, event_id, entity, f"{score:.3f}", f"{threshold:.3f}", reason)
     return Group(counters, state, alerts)
 
 

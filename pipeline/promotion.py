@@ -73,6 +73,9 @@ def checkpoint_hook(state_dir: Path) -> Any:
                 except ValueError as exc:
                     log.error("promotion refused", extra={"error": str(exc)})
             if board is not None:
-                write_leaderboard(state_dir, processor.domain, board.leaderboard())
+                rows = board.leaderboard()
+                for row in rows:
+                    row.update(warming_up=not processor.armed(row["detector"]), warmup=processor.warmup_progress())
+                write_leaderboard(state_dir, processor.domain, rows)
 
     return apply

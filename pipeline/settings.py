@@ -218,6 +218,8 @@ class ModelSettings(_Section):
     warmup_holdout: float = Field(0.0, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
                                   "the thresholds on")
     learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
+    threshold_after_warmup: bool = Field(False, description="with learn_after_warmup False, thresholds still follow "
+                                         "the scores (flagged scores never raise them)")
     learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
     batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
@@ -270,7 +272,7 @@ class TransactionModelSettings(ModelSettings):
     detector: str = "dense_autoencoder"
     challengers: tuple[str, ...] = ("mlp_classifier",)
     auto_promote: bool = True
-    profile_threshold: float = Field(5.0, ge=0, description="transactions: the card profile alerts at this "
+    profile_threshold: float = Field(3.5, ge=0, description="transactions: the card profile alerts at this "
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")

@@ -3,14 +3,15 @@
 Learned models need history and labels; this score works from a card's second transaction. It
 compares each transaction with the card's own statistics (the transaction features' 30-day
 profile), shrunk towards the population's while the card has few transactions, and turns each
-comparison into a tail probability p. The score is the sum of -log10 p of three parts:
+comparison into a tail probability p, and combines the four p's of three parts with Fisher's method
+(assuming they are independent) into one tail probability P; the score is -log10 P:
 
 - amount: the one-sided normal tail of the amount's z-score against the card's median and spread;
 - terminal: a terminal the card never used, with probability 2 / (n + 2) after n transactions;
 - pace: the gap since the card's previous transaction and the day's count under the card's Poisson
   rate (the rate shrinks towards one a day over the card's first day).
 
-So a score of 5 reads "as rare as 1 in 100,000 under these assumptions", the same for every card;
+So a score of 3.5 reads "as rare as 1 in 3,000 under these assumptions", the same for every card;
 the engine alerts above `profile_threshold` whatever the models' warm-up, and each alert says why.
 
 >>> import numpy as np
@@ -23,7 +24,7 @@ the engine alerts above `profile_threshold` whatever the models' warm-up, and ea
 >>> p = CardProfile()
 >>> scores, reasons = p.score(card(np.full(40, 27.0)), ts=np.full(40, 1e6))
 >>> scores, reasons = p.score(card([2700.0, 30.0]), ts=np.array([2e6, 2e6]))
->>> bool(scores[0] > 5 > scores[1]), reasons[0], 1 in reasons
+>>> bool(scores[0] > 3.5 > scores[1]), reasons[0], 1 in reasons
 (True, "amount 2700.00 is 100.0x the card's usual 27.00", False)
 """
 
@@ -48,6 +49,14 @@ NEEDED = ("TX_AMOUNT", "CARD_AMOUNT_MEDIAN_RATIO", "CARD_AMOUNT_STD_PREV", "CUST
 def _normal_surprise(z: np.ndarray) -> np.ndarray:
     """-log10 P(Z >= z) for a standard normal, accurate far into the tail."""
     return -special.log_ndtr(-z) / LN10
+
+
+def _fisher(total: np.ndarray, parts: int) -> np.ndarray:
+    """-log10 of Fisher's combined p of `parts` independent tail probabilities whose -log10 sum to `total`:
+    P(chi2 with 2 * parts dof >= 2x) = exp(-x) * sum_{j < parts} x^j / j!, with x = total * ln 10."""
+    x = np.maximum(np.asarray(total, np.float64), 0.0) * LN10
+    terms = np.stack([j * np.log(np.maximum(x, 1e-300)) - special.gammaln(j + 1) for j in range(parts)])
+    return np.maximum((x - special.logsumexp(terms, axis=0)) / LN10, 0.0)
 
 
 def _poisson_surprise(k: np.ndarray, rate: np.ndarray) -> np.ndarray:
@@ -118,7 +127,7 @@ class CardProfile:
         quick = np.where(n >= 1, -np.log10(np.maximum(gap_p, 1e-300)), 0.0)
         today = col["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]  # including this one
         busy = _poisson_surprise(today - 1.0, rate_s * DAY)
-        scores = amount + terminal + quick + busy
+        scores = _fisher(amount + terminal + quick + busy, parts=4)
 
         reasons = {}
         for i in np.flatnonzero(scores >= explain_at).tolist():

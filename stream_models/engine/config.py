@@ -31,6 +31,7 @@ class EngineConfig:
     warmup_fit_epochs: int = 0  # > 0: at the end of warm-up every contender trains this many passes over it
     warmup_holdout: float = 0.0  # share of the warm-up (its end) kept out of that fit to set the thresholds on
     learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
+    threshold_after_warmup: bool = False  # with learn_after_warmup False: thresholds still follow the scores
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
     steps_per_update: int = 2
     batch_size: int = 512

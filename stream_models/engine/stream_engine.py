@@ -149,6 +149,17 @@ class StreamEngine:
     def warming_up(self) -> bool:
         return not self._warm_done
 
+    def armed(self, name: str) -> bool:
+        """Whether contender `name` can flag: warm-up over and its threshold learned."""
+        board = self.board
+        return bool(board is not None and self._warm_done
+                    and math.isfinite(float(board.contenders[name].threshold.threshold)))
+
+    def warmup_progress(self) -> str:
+        """Warm-up events seen of those needed, e.g. "400/400"."""
+        need = self.config.warmup_events
+        return f"{min(self.events_seen, need)}/{need}"
+
     def _ensure_board(self) -> ChampionBoard | None:
         if self.board is None and self.featurizer.names:
             self._names = self.featurizer.names
@@ -311,8 +322,10 @@ class StreamEngine:
             if cfg.warmup_fit_epochs and not self._warm_done:
                 for kind, values in inputs.items():
                     self._warm.setdefault(kind, []).append(values)
-            elif warm_before and not cfg.learn_after_warmup:
-                pass  # frozen after warm-up
+            elif warm_before and not cfg.learn_after_warmup:  # models frozen after warm-up
+                if cfg.threshold_after_warmup:
+                    for k, name in enumerate(board.names):
+                        board.contenders[name].threshold.update_many(S[:, k], Fl[:, k])
             else:
                 self._learn_chunk(board, inputs, ids, ts, S, Fl, gate, now, update_thresholds=warm_before)
             board.expire(now, cfg.label_delay_s)

@@ -56,6 +56,7 @@ def test_only_the_champion_alerts_and_every_contender_is_rated_on_labels(tmp_pat
     assert rows["dense_autoencoder"]["champion"] and not rows["mlp_classifier"]["champion"]
     assert rows["mlp_classifier"]["labelled"] == rows["dense_autoencoder"]["labelled"] > 0
     assert rows["mlp_classifier"]["positives"] > 0 and rows["mlp_classifier"]["roc_auc"] is not None
+    assert rows["dense_autoencoder"]["warmup"] == "64/64" and isinstance(rows["dense_autoencoder"]["warming_up"], bool)
 
 
 def test_promotion_requested_from_the_cli_applies_at_the_next_checkpoint(tmp_path: Path, monkeypatch) -> None:
@@ -102,7 +103,7 @@ def test_card_profile_alerts_reach_the_sink_with_their_score_and_reason_while_th
     runner, sink = make_runner(records, tmp_path)
     runner.run()
     rule = [a for a in sink.alerts if a.alert_id == make_alert_id(a.event_id, "card_profile", "v1")]
-    assert rule and all(a.reason and a.score >= a.threshold == 5.0 for a in rule)
+    assert rule and all(a.reason and a.score >= a.threshold == 3.5 for a in rule)
     spikes = set(sim.to_frame().query("scenario == 'amount_spike'").event_id.astype(str))
     assert any("x the card's usual" in a.reason for a in rule if a.event_id in spikes)
     early = [a for a in sink.alerts if a.warming_up]

@@ -30,6 +30,8 @@ class RunnerMetrics:
         self.events_in = Counter("streamwarden_events", "Events decoded and scored", ["domain"], registry=r)
         self.rejects = Counter("streamwarden_rejects", "Records sent to the dead-letter topic", ["domain", "reason"], registry=r)
         self.alerts = Counter("streamwarden_alerts", "Alerts raised by the champion detector", ["domain"], registry=r)
+        self.held_back = Counter("streamwarden_alerts_over_budget", "Alerts held back by the per-minute budget",
+                                 ["domain"], registry=r)
         self.suppressed = Counter(
             "streamwarden_suppressed_alerts", "Flagged events not raised (warm-up or alarm filter)", ["domain"], registry=r
         )

@@ -333,7 +333,7 @@ class Runner:
             self.metrics.rejects.labels(domain=domain, reason=str(getattr(reject.reason, "value", reject.reason))).inc()
 
     def _score(self, processor: DomainProcessor, events: Sequence[Any], records: Sequence[Any]) -> None:
-        from sinks.alert import Alert, make_alert_id
+        from sinks.alert import Alert, make_alert_id, over_budget_alert
 
         drifts_before = getattr(processor, "drift_events", 0)
         batch = processor.process(events)
@@ -363,6 +363,10 @@ class Runner:
                 )
             )
             self.metrics.event_to_alert.labels(domain=processor.domain).observe(max(0.0, now - float(event.ts)))
+        for i in batch.over_budget:
+            alerts.append(over_budget_alert(processor.domain, float(events[i].ts), processor.config.alert_budget_per_minute,
+                                            processor.model_version, now))
+        self.metrics.held_back.labels(domain=processor.domain).inc(batch.held_back)
         if alerts:
             self.sink.add(alerts)
         self.stats.events += len(events)

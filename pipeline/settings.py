@@ -213,6 +213,8 @@ class ModelSettings(_Section):
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
     top_features: int = Field(3, ge=0)
+    alert_budget_per_minute: int = Field(60, ge=0, description="alerts beyond this many per event-time minute are held "
+                                         "back, counted and summarised in one alert; 0 = no budget")
     warmup_events: int = Field(500, ge=0, description="model burn-in: the thresholds ignore these first scores")
     warmup_fit_epochs: int = Field(0, ge=0, description="> 0: train this many passes over the warm-up at its end")
     warmup_holdout: float = Field(0.0, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
@@ -238,6 +240,8 @@ class ModelSettings(_Section):
     drift_horizon: float | None = Field(None, gt=0, description="sensors: widen scales by the warm-up trend")
     alarm_m: int = Field(2, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(3, ge=1)
+    alarm_severe: float = Field(0.0, ge=0, description="sensors: a reading scoring this many times its threshold "
+                                "alarms at once, without waiting for alarm_m of alarm_n; 0 = off")
     quiet_rows: int = Field(30, ge=0, description="sensors: learn from a device only this many rows after a flag")
     regime_rows: int = Field(0, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
                              "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")

@@ -108,3 +108,19 @@ def new_alert(
         label=label,
         links=links,
     )
+
+
+def over_budget_alert(domain: str, event_ts: float, budget: int, model_version: str, alert_ts: float) -> Alert:
+    """The one alert that says a domain raised more than `budget` alerts in the event-time minute of `event_ts`
+    (entity "*"): the rest of that minute's alerts are held back and counted in streamwarden_alerts_over_budget.
+
+    >>> over_budget_alert("sensors", 125.0, 60, "v1", 130.0).event_id
+    'over-budget:sensors:120'
+    """
+    start = int(event_ts // 60) * 60
+    event_id = f"over-budget:{domain}:{start}"
+    return Alert(alert_id=make_alert_id(event_id, "alert_budget", model_version), event_id=event_id, entity="*",
+                 domain=domain, score=float(budget + 1), threshold=float(budget), model_version=model_version,
+                 event_ts=float(start), alert_ts=alert_ts,
+                 reason=f"more than {budget} alerts in this minute: the rest of it are held back "
+                        "(counted in streamwarden_alerts_over_budget)")

@@ -78,25 +78,31 @@ class CardProfile:
         self.s2 = 0.0
         self.first_ts = math.nan
 
-    def _population(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(n, mean, variance) of the amounts before each event, then fold `a` into the state."""
+    def _population(self, a: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n, mean, variance) of the kept amounts before each event (the state is not changed)."""
         if math.isnan(self.ref):
             self.ref = float(a[0])
-        d = a - self.ref
-        n = self.n + np.arange(len(a), dtype=np.float64)
-        s1 = self.s1 + np.concatenate([[0.0], np.cumsum(d)[:-1]])
-        s2 = self.s2 + np.concatenate([[0.0], np.cumsum(d * d)[:-1]])
-        mean = s1 / np.maximum(n, 1.0)
-        var = (s2 - n * mean**2) / np.maximum(n - 1.0, 1.0)
-        self.n += len(a)
-        self.s1 += float(d.sum())
-        self.s2 += float((d * d).sum())
+        d = np.where(keep, a - self.ref, 0.0)
+
+        def before(values: np.ndarray) -> np.ndarray:
+            return np.concatenate([[0.0], np.cumsum(values)[:-1]])
+
+        n = self.n + before(keep.astype(np.float64))
+        mean = (self.s1 + before(d)) / np.maximum(n, 1.0)
+        var = (self.s2 + before(d * d) - n * mean**2) / np.maximum(n - 1.0, 1.0)
         return n, mean + self.ref, np.maximum(var, 0.0)
 
-    def score(self, X: Mapping[str, Any], ts: np.ndarray,
-              explain_at: float = 1.0) -> tuple[np.ndarray, dict[int, str]]:
+    def _fold(self, a: np.ndarray, keep: np.ndarray) -> None:
+        d = a[keep] - self.ref
+        self.n += int(keep.sum())
+        self.s1 += float(d.sum())
+        self.s2 += float((d * d).sum())
+
+    def score(self, X: Mapping[str, Any], ts: np.ndarray, explain_at: float = 1.0,
+              exclude_at: float = math.inf) -> tuple[np.ndarray, dict[int, str]]:
         """(scores (B,), row -> reason for rows scoring >= `explain_at`) for feature columns `X` (name -> (B,))
-        of transactions at `ts`, in stream order."""
+        of transactions at `ts`, in stream order. Amounts scoring >= `exclude_at` (the alerts) stay out of the
+        population, so a storm of large amounts cannot widen the spread that judges the next ones."""
         col = {name: np.asarray(X[name], np.float64) for name in NEEDED}
         a = col["TX_AMOUNT"]
         median = a / np.maximum(col["CARD_AMOUNT_MEDIAN_RATIO"], 1e-12)
@@ -105,14 +111,16 @@ class CardProfile:
         n = col["CUSTOMER_ID_NB_TX_30DAY_WINDOW"] - 1.0  # the card's earlier transactions in the profile window
         if not len(a):
             return np.zeros(0), {}
-        pop_n, pop_mean, pop_var = self._population(a)
-        # the population pulls a young card's usual amount and spread towards its own
-        usual = (n * median + PRIOR_WEIGHT * pop_mean) / (n + PRIOR_WEIGHT)
         dof = np.maximum(n - 1.0, 0.0)
-        spread = np.sqrt((dof * own_spread**2 + PRIOR_WEIGHT * pop_var) / (dof + PRIOR_WEIGHT))
-        known = (n >= 1) & (pop_n >= MIN_POPULATION)
-        z = (a - usual) / np.maximum(spread, 1.0)
-        amount = np.where(known, np.maximum(_normal_surprise(z), 0.0), 0.0)
+
+        def amount_surprise(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pop_n, pop_mean, pop_var = self._population(a, keep)
+            # the population pulls a young card's usual amount and spread towards its own
+            usual = (n * median + PRIOR_WEIGHT * pop_mean) / (n + PRIOR_WEIGHT)
+            spread = np.sqrt((dof * own_spread**2 + PRIOR_WEIGHT * pop_var) / (dof + PRIOR_WEIGHT))
+            z = (a - usual) / np.maximum(spread, 1.0)
+            known = (n >= 1) & (pop_n >= MIN_POPULATION)
+            return np.where(known, np.maximum(_normal_surprise(z), 0.0), 0.0), usual
 
         new_terminal = (col["CARD_TERMINAL_VISITS"] == 0) & (n >= 1)
         terminal = np.where(new_terminal, -np.log10(2.0 / (n + 2.0)), 0.0)
@@ -127,7 +135,22 @@ class CardProfile:
         quick = np.where(n >= 1, -np.log10(np.maximum(gap_p, 1e-300)), 0.0)
         today = col["CUSTOMER_ID_NB_TX_1DAY_WINDOW"]  # including this one
         busy = _poisson_surprise(today - 1.0, rate_s * DAY)
-        scores = _fisher(amount + terminal + quick + busy, parts=4)
+        others = terminal + quick + busy
+        keep = np.ones(len(a), bool)
+        amount, usual = amount_surprise(keep)
+        scores = _fisher(amount + others, parts=4)
+        start = 0
+        while True:  # each alert leaves the population; only later events' scores change
+            hits = np.flatnonzero(scores[start:] >= exclude_at)
+            if not len(hits):
+                break
+            k = start + int(hits[0])
+            keep[k] = False
+            start = k + 1
+            later_amount, later_usual = amount_surprise(keep)
+            amount[start:], usual[start:] = later_amount[start:], later_usual[start:]
+            scores[start:] = _fisher(amount[start:] + others[start:], parts=4)
+        self._fold(a, keep)
 
         reasons = {}
         for i in np.flatnonzero(scores >= explain_at).tolist():
@@ -143,10 +166,10 @@ class CardProfile:
             reasons[i] = "; ".join(parts)
         return scores, reasons
 
-    def score_rows(self, X: np.ndarray, names: list[str], ts: np.ndarray,
-                   explain_at: float = 1.0) -> tuple[np.ndarray, dict[int, str]]:
+    def score_rows(self, X: np.ndarray, names: list[str], ts: np.ndarray, explain_at: float = 1.0,
+                   exclude_at: float = math.inf) -> tuple[np.ndarray, dict[int, str]]:
         """`score` of transaction feature rows X (B, F) named `names`."""
-        return self.score({name: X[:, names.index(name)] for name in NEEDED}, ts, explain_at)
+        return self.score({name: X[:, names.index(name)] for name in NEEDED}, ts, explain_at, exclude_at)
 
     def state_dict(self) -> dict[str, Any]:
         return {"n": self.n, "ref": self.ref, "s1": self.s1, "s2": self.s2, "first_ts": self.first_ts}

@@ -21,6 +21,8 @@ class DomainBatch:
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why the rule (the card profile) alerted
     regime_changes: list[int] = field(default_factory=list)  # rows where a device's alarm run became its new normal
+    over_budget: list[int] = field(default_factory=list)  # first row held back in an event-time minute over budget
+    held_back: int = 0  # alerts held back by the per-minute budget
     rule: str = ""  # the rule that alerts beside the champion ("" = none); its scores are in contender_scores
     rule_threshold: float = float("nan")
     # every contender's own verdict (the champion's too), name -> (B,): each detector's series stays whole

@@ -26,6 +26,7 @@ class EngineConfig:
     threshold_warmup: int = 200  # scores a threshold sees before it flags anything
     threshold_window: int = 5_000  # recent scores the quantile is taken over
     top_features: int = 3
+    alert_budget_per_minute: int = 0  # > 0: alerts beyond this many per event-time minute are held back, counted
     # warm-up and learning
     warmup_events: int = 500  # burn-in: the thresholds ignore these first scores
     warmup_fit_epochs: int = 0  # > 0: at the end of warm-up every contender trains this many passes over it
@@ -52,6 +53,7 @@ class EngineConfig:
     drift_horizon: float | None = None  # widen a channel's scale by its warm-up trend over this many readings
     alarm_m: int = 2  # flags among the last alarm_n rows of a device that raise an alarm
     alarm_n: int = 3
+    alarm_severe: float = 0.0  # > 0: a flag with score >= this x threshold alarms at once, past the filter
     quiet_rows: int = 30  # learn from a device only this many rows after its last flag
     regime_rows: int = 0  # > 0: a device whose alarm episode lasts this many rows takes its new level as normal
     episode_gap_rows: int = 200  # quiet rows that close a device's alarm episode

@@ -133,6 +133,8 @@ class StreamEngine:
         self.losses: dict[str, float] = {}  # contender -> mean score of the normal rows of its last chunk
         self.events_seen = 0
         self.regime_changes = 0
+        self.held_back = 0  # alerts over the per-minute budget
+        self._budget_counts: dict[int, int] = {}  # event-time minute -> alerts raised in it
         self._episodes: dict[str, list[int]] = {}  # device -> its open alarm episode
         self._regime_pending: set[str] = set()  # devices muted until the chunk's end starts them afresh
         self.profile: CardProfile | None = None
@@ -192,6 +194,8 @@ class StreamEngine:
             self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out)
             if self.profile is not None:
                 self._profile_alerts(part, inputs["rows"], ready, ts[part], out)
+            if self.config.alert_budget_per_minute:
+                self._alert_budget(part, ts[part], out)
             self._pending_n += stop - start
             if stop - start == room:
                 self._learn(board)
@@ -212,7 +216,8 @@ class StreamEngine:
     def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
         """The cold-start rule scores the rows `X` of `part`; its alerts join the champion's, with their reason."""
         assert self.profile is not None and self._names is not None
-        scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=self.config.profile_threshold)
+        threshold = self.config.profile_threshold
+        scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
         scores = np.where(ready, scores, np.nan)
         flags = ready & (scores >= self.config.profile_threshold)
         out.contender_scores[self.profile.name][part] = scores
@@ -221,6 +226,24 @@ class StreamEngine:
         for j, reason in reasons.items():
             if flags[j]:
                 out.reasons[part.start + j] = reason
+
+    def _alert_budget(self, part: slice, ts: np.ndarray, out: DomainBatch) -> None:
+        """At most `alert_budget_per_minute` alerts per event-time minute: the rest are held back (suppressed)
+        and counted; the first one held back in a minute is reported in `out.over_budget`."""
+        budget = self.config.alert_budget_per_minute
+        for j in np.flatnonzero(out.flags[part]).tolist():
+            minute = int(ts[j] // 60)
+            count = self._budget_counts[minute] = self._budget_counts.get(minute, 0) + 1
+            if count > budget:
+                out.flags[part.start + j] = False
+                out.suppressed[part.start + j] = True
+                out.held_back += 1
+                self.held_back += 1
+                if count == budget + 1:
+                    out.over_budget.append(part.start + j)
+        if len(self._budget_counts) > 60:  # keep the last hour of minutes
+            for minute in sorted(self._budget_counts)[:-60]:
+                del self._budget_counts[minute]
 
     def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
         """Rows placed at their chunk position in a (learn_every, ...) block: a row's arithmetic is then
@@ -253,6 +276,10 @@ class StreamEngine:
             board.remember([ids[i] for i in local], ts[local], scored)
         out.champions[part] = [board.champion] * len(keys)
         alarms = self.alarm_filter.update_many(keys, raw) if self.alarm_filter is not None else raw.copy()
+        if self.alarm_filter is not None and self.config.alarm_severe and len(rows):
+            # a single reading far above the threshold (a spike) alarms without waiting for the filter
+            score, threshold = out.scores[part.start : part.stop], out.thresholds[part.start : part.stop]
+            alarms |= raw & (threshold > 0) & (score >= self.config.alarm_severe * threshold)
         if self.alarm_filter is not None and self.config.regime_rows:
             alarms &= ~self._regime_watch(keys, alarms, part.start, out)
         out.flags[part] = alarms
@@ -456,6 +483,8 @@ class StreamEngine:
             "episodes": {k: list(v) for k, v in self._episodes.items()},
             "regime_pending": sorted(self._regime_pending),
             "regime_changes": self.regime_changes,
+            "held_back": self.held_back,
+            "budget_counts": dict(self._budget_counts),
             "pending_n": self._pending_n,
             "pending": self._pending.state(),
             "warm": {k: list(v) for k, v in self._warm.items()},
@@ -481,6 +510,8 @@ class StreamEngine:
         self._episodes = {k: list(v) for k, v in state.get("episodes", {}).items()}
         self._regime_pending = set(state.get("regime_pending", []))
         self.regime_changes = int(state.get("regime_changes", 0))
+        self.held_back = int(state.get("held_back", 0))
+        self._budget_counts = {int(k): int(v) for k, v in state.get("budget_counts", {}).items()}
         self._pending_n = int(state["pending_n"])
         self._pending = _Pending.from_state(state["pending"])
         self._warm = {k: list(v) for k, v in state["warm"].items()}

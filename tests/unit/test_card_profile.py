@@ -65,3 +65,51 @@ def test_the_profile_can_be_turned_off() -> None:
     events, _ = _stream()
     batch = build_processor(settings, "transactions").process(events)
     assert CardProfile.name not in batch.contender_scores and not batch.reasons
+
+
+def _storm(cards: int = 40) -> list[Event]:
+    """Five ordinary purchases per card over five days, then every card spends 100x its usual in the same minute."""
+    events = [Event(event_id=f"n{c}-{d}", ts=T0 + d * 86_400 + c * 60, card_id=f"c{c}", terminal_id=f"t{c % 5}",
+                    amount=20.0 + (c + d) % 7) for d in range(5) for c in range(cards)]
+    events.sort(key=lambda e: e.ts)
+    storm_at = (T0 // 60) * 60 + 6 * 86_400  # the start of a minute
+    events += [Event(event_id=f"s{c}", ts=storm_at + c, card_id=f"c{c}", terminal_id=f"t{c % 5}", amount=2_300.0)
+               for c in range(cards)]
+    return events
+
+
+def test_a_storm_is_capped_by_the_alert_budget_counted_and_reported_once() -> None:
+    settings = Settings.model_validate({"transactions": {"alert_budget_per_minute": 10}})
+    events = _storm()
+    engine = build_processor(settings, "transactions")
+    batch = engine.process(events)
+    storm = np.array([e.event_id.startswith("s") for e in events])
+    assert batch.flags[storm].sum() == 10, "the first 10 alerts of the minute go out"
+    assert batch.suppressed[storm].sum() == 30 and batch.held_back == engine.held_back == 30
+    assert len(batch.over_budget) == 1 and events[batch.over_budget[0]].event_id == "s10"
+
+    pieces = build_processor(settings, "transactions")
+    flags = np.concatenate([pieces.process(events[i : i + 7]).flags for i in range(0, len(events), 7)])
+    np.testing.assert_array_equal(flags, batch.flags)
+
+
+def test_the_runner_sends_one_over_budget_alert_and_counts_the_rest(tmp_path: Path) -> None:
+    from ingest.records import Record
+    from ingest.schemas import Transaction, encode_event
+    from pipeline.observability import RunnerMetrics
+    from sinks.memory_sink import MemorySink
+    from tests.unit.test_runner_loop import FakeSource, make_runner
+
+    settings = Settings.model_validate({"transactions": {"alert_budget_per_minute": 10}})
+    records = [Record("tx", 0, i, -1, e.card_id.encode(), encode_event(Transaction(
+        event_id=e.event_id, ts=e.ts, card_id=e.card_id, terminal_id=e.terminal_id, amount=e.amount)))
+        for i, e in enumerate(_storm())]
+    sink, metrics = MemorySink(), RunnerMetrics()
+    runner = make_runner(FakeSource(records), sink, processor=build_processor(settings, "transactions"),
+                         max_records=50)
+    runner.metrics = metrics
+    runner.run()
+    notes = [a for a in sink.alerts if a.entity == "*"]
+    assert len(notes) == 1 and "more than 10 alerts" in (notes[0].reason or "")
+    assert sum(a.event_id.startswith("s") for a in sink.alerts) == 10
+    assert metrics.held_back.labels(domain="transactions")._value.get() == 30

@@ -70,6 +70,7 @@ class CardProfile:
     events before it (prefix sums), so scores do not depend on how the stream is cut into batches."""
 
     name = "card_profile"
+    consumes = "rows"  # the transaction feature rows
 
     def __init__(self) -> None:
         self.n = 0

@@ -108,12 +108,14 @@ class SensorWindows:
         """Add the events (arrival order) and return their windows, oldest reading first."""
         W = self.config.window
         if not events:
+            self.last_z = np.zeros((0, len(self.channels or ())))
             return [], np.zeros((0, W, len(self.channels or ())), np.float32), np.zeros(0, bool)
         values = self._readings(events)  # (B, C), NaN where a channel is missing
         keys = [str(ev.device_id) for ev in events]
         ts = np.array([float(ev.ts) for ev in events])
         B, C = values.shape
         out = np.empty((B, W, C), dtype=np.float32)
+        self.last_z = np.zeros((B, C))  # each reading's z-scores against its device's statistics before it
         ready = np.empty(B, dtype=bool)
         slots = np.empty(B, dtype=np.int64)
         ranks = np.empty(B, dtype=np.int64)
@@ -168,6 +170,10 @@ class SensorWindows:
             s = slots[idx]
             x = values[idx]  # (k, C)
             known = ~np.isnan(x)
+            n_old = self._n[s]
+            std_old = np.sqrt(np.where(n_old > 1, self._m2[s] / np.maximum(n_old, 1.0), 0.0))
+            ok = known & (n_old > 1) & (std_old >= self.config.min_std)
+            self.last_z[idx] = np.where(ok, (np.nan_to_num(x) - self._mean[s]) / np.where(ok, std_old, 1.0), 0.0)
             stats_on = known.copy()
             if self.config.freeze_after is not None:
                 stats_on &= self._n[s] < self.config.freeze_after

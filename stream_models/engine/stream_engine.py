@@ -32,11 +32,11 @@ import numpy as np
 
 from stream_models import catalog
 from stream_models.card_profile import CardProfile
+from stream_models.reading_profile import ReadingProfile
 from stream_models.engine.batch import DomainBatch
 from stream_models.engine.champion import ChampionBoard, Contender, Scored
 from stream_models.engine.config import EngineConfig
 from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeaturizer, check_inputs
-from stream_models.errors import ModelError
 
 log = logging.getLogger("stream_models.engine")
 
@@ -107,9 +107,9 @@ class _Pending:
 class StreamEngine:
     """Featuriser + champion/challenger detectors + thresholds (+ alarm filter), learning in fixed chunks.
 
-    With `profile_threshold` > 0, transactions get the card profile (`stream_models.card_profile`): a
-    cold-start score beside the models that raises alerts of its own, from the first events, whatever the
-    models' warm-up.
+    With `profile_threshold` > 0 a cold-start rule scores every event beside the models and raises alerts of
+    its own, from the first events, whatever the models' warm-up: the card profile for transactions
+    (`stream_models.card_profile`), the reading profile for sensors (`stream_models.reading_profile`).
     """
 
     def __init__(self, config: EngineConfig, featurizer: Any, *, alarm_filter: Any = None) -> None:
@@ -137,11 +137,9 @@ class StreamEngine:
         self._budget_counts: dict[int, int] = {}  # event-time minute -> alerts raised in it
         self._episodes: dict[str, list[int]] = {}  # device -> its open alarm episode
         self._regime_pending: set[str] = set()  # devices muted until the chunk's end starts them afresh
-        self.profile: CardProfile | None = None
+        self.profile: CardProfile | ReadingProfile | None = None
         if config.profile_threshold > 0:
-            if config.domain != "transactions":
-                raise ModelError("profile_threshold (the card profile's alerts) is for the transactions domain")
-            self.profile = CardProfile()
+            self.profile = CardProfile() if config.domain == "transactions" else ReadingProfile()
 
     @property
     def detector_name(self) -> str:
@@ -191,9 +189,9 @@ class StreamEngine:
                 return out
             self._columns(board, out)
             part = slice(start, stop)
-            self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out)
-            if self.profile is not None:
-                self._profile_alerts(part, inputs["rows"], ready, ts[part], out)
+            rule_input = inputs[self.profile.consumes] if self.profile is not None else None
+            self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out,
+                        rule_input)
             if self.config.alert_budget_per_minute:
                 self._alert_budget(part, ts[part], out)
             self._pending_n += stop - start
@@ -213,8 +211,9 @@ class StreamEngine:
         if self.profile is not None:
             out.rule, out.rule_threshold = self.profile.name, self.config.profile_threshold
 
-    def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray, out: DomainBatch) -> None:
-        """The cold-start rule scores the rows `X` of `part`; its alerts join the champion's, with their reason."""
+    def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray,
+                        out: DomainBatch) -> np.ndarray:
+        """The cold-start rule scores the rows `X` of `part`; returns its alerts (they join the champion's)."""
         assert self.profile is not None and self._names is not None
         threshold = self.config.profile_threshold
         scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
@@ -222,10 +221,10 @@ class StreamEngine:
         flags = ready & (scores >= self.config.profile_threshold)
         out.contender_scores[self.profile.name][part] = scores
         out.contender_flags[self.profile.name][part] = flags
-        out.flags[part] |= flags
         for j, reason in reasons.items():
             if flags[j]:
                 out.reasons[part.start + j] = reason
+        return flags
 
     def _alert_budget(self, part: slice, ts: np.ndarray, out: DomainBatch) -> None:
         """At most `alert_budget_per_minute` alerts per event-time minute: the rest are held back (suppressed)
@@ -253,7 +252,8 @@ class StreamEngine:
         return block
 
     def _chunk(self, board: ChampionBoard, part: slice, keys: list[str], inputs: dict[str, np.ndarray],
-               ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch) -> None:
+               ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch,
+               rule_input: np.ndarray | None = None) -> None:
         """Score one chunk segment: `part` places it in `out`; the other arguments hold just its events."""
         pos = self._pending_n
         local = np.flatnonzero(ready)
@@ -280,6 +280,8 @@ class StreamEngine:
             # a single reading far above the threshold (a spike) alarms without waiting for the filter
             score, threshold = out.scores[part.start : part.stop], out.thresholds[part.start : part.stop]
             alarms |= raw & (threshold > 0) & (score >= self.config.alarm_severe * threshold)
+        if rule_input is not None:
+            alarms |= self._profile_alerts(part, rule_input, ready, ts, out)
         if self.alarm_filter is not None and self.config.regime_rows:
             alarms &= ~self._regime_watch(keys, alarms, part.start, out)
         out.flags[part] = alarms

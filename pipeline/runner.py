@@ -333,7 +333,7 @@ class Runner:
             self.metrics.rejects.labels(domain=domain, reason=str(getattr(reject.reason, "value", reject.reason))).inc()
 
     def _score(self, processor: DomainProcessor, events: Sequence[Any], records: Sequence[Any]) -> None:
-        from sinks.alert import Alert, make_alert_id, over_budget_alert
+        from sinks.alert import Alert, episode_end_alert, make_alert_id, over_budget_alert
 
         drifts_before = getattr(processor, "drift_events", 0)
         batch = processor.process(events)
@@ -341,28 +341,26 @@ class Runner:
         for name, loss in getattr(processor, "losses", {}).items():
             self.metrics.model_loss.labels(domain=processor.domain, detector=name).set(loss)
         now = self.clock()
-        alerts = []
-        for i in np.flatnonzero(batch.flags).tolist():
+
+        def alert(i: int, **extra: Any) -> Alert:
             event = events[i]
             detector, score, threshold = batch.verdict(i)
-            alerts.append(
-                Alert(
-                    alert_id=make_alert_id(event.event_id, detector or processor.detector_name,
-                                           processor.model_version),
-                    event_id=event.event_id,
-                    entity=batch.keys[i],
-                    domain=processor.domain,
-                    score=score,
-                    threshold=threshold,
-                    model_version=processor.model_version,
-                    event_ts=float(event.ts),
-                    alert_ts=now,
-                    top_features=[(str(n), float(v)) for n, v in batch.explanations.get(int(i), [])],
-                    reason=batch.reasons.get(i),
-                    warming_up=bool(batch.warming_up[i]) if batch.warming_up is not None else False,
-                )
-            )
             self.metrics.event_to_alert.labels(domain=processor.domain).observe(max(0.0, now - float(event.ts)))
+            return Alert(
+                alert_id=make_alert_id(event.event_id, detector or processor.detector_name, processor.model_version),
+                event_id=event.event_id, entity=batch.keys[i], domain=processor.domain, score=score,
+                threshold=threshold, model_version=processor.model_version, event_ts=float(event.ts), alert_ts=now,
+                top_features=[(str(n), float(v)) for n, v in batch.explanations.get(int(i), [])],
+                reason=batch.reasons.get(i),
+                warming_up=bool(batch.warming_up[i]) if batch.warming_up is not None else False, **extra)
+
+        alerts = [] if batch.per_episode else [alert(i) for i in np.flatnonzero(batch.flags).tolist()]
+        for i, kind, episode in batch.episodes:
+            if kind == "open":
+                alerts.append(alert(i, episode="open", episode_start_ts=episode.start_ts, episode_rows=1))
+            else:
+                alerts.append(episode_end_alert(processor.domain, batch.keys[i], kind, episode, processor.model_version,
+                                                now))
         for i in batch.over_budget:
             alerts.append(over_budget_alert(processor.domain, float(events[i].ts), processor.config.alert_budget_per_minute,
                                             processor.model_version, now))

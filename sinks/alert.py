@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from typing import Any
 
 import msgspec
 
@@ -38,6 +39,10 @@ class Alert(msgspec.Struct, frozen=True, omit_defaults=True):
     links: dict[str, str] | None = None
     reason: str | None = None  # a rule's alert says why in words (the card profile: amount, terminal, pace)
     warming_up: bool = False  # the models were still warming up: only rules could alert
+    # sensors alert per episode: "open" (its first alarm), then "close" or "regime change" with its span
+    episode: str | None = None
+    episode_start_ts: float | None = None
+    episode_rows: int | None = None
 
     def to_json(self) -> bytes:
         """Compact UTF-8 JSON."""
@@ -124,3 +129,22 @@ def over_budget_alert(domain: str, event_ts: float, budget: int, model_version: 
                  event_ts=float(start), alert_ts=alert_ts,
                  reason=f"more than {budget} alerts in this minute: the rest of it are held back "
                         "(counted in streamwarden_alerts_over_budget)")
+
+
+def episode_end_alert(domain: str, entity: str, kind: str, episode: Any, model_version: str, alert_ts: float) -> Alert:
+    """The alert that ends a device's alarm episode (`kind` "close" or "regime change"): its span, rows and peak.
+    `episode` has opened_by, start_ts, end_ts, peak, rows and threshold (stream_models.engine.Episode).
+
+    >>> from types import SimpleNamespace as E
+    >>> a = episode_end_alert("sensors", "pump-1", "close", E(opened_by="r9", start_ts=0.0, end_ts=600.0, peak=4.2,
+    ...                       rows=61, threshold=1.0), "v1", 601.0)
+    >>> a.episode, a.episode_rows, a.reason
+    ('close', 61, 'fault episode over: 61 readings, peak score 4.2')
+    """
+    what = ("fault episode over" if kind == "close"
+            else "regime change: alarmed so long that this is the new normal; the device re-learns it")
+    event_id = f"{episode.opened_by}:{kind.replace(' ', '-')}"
+    return Alert(alert_id=make_alert_id(event_id, "episode", model_version), event_id=event_id, entity=entity,
+                 domain=domain, score=float(episode.peak), threshold=float(episode.threshold), model_version=model_version,
+                 event_ts=float(episode.end_ts), alert_ts=alert_ts, episode=kind, episode_start_ts=float(episode.start_ts),
+                 episode_rows=int(episode.rows), reason=f"{what}: {episode.rows} readings, peak score {episode.peak:.3g}")

@@ -58,6 +58,8 @@ def alert_line(alert: Alert) -> Text:
         line.append("  " + features, style="yellow")
     if alert.warming_up:
         line.append("  (models warming up)", style="dim")
+    if alert.episode:
+        line.append(f"  [episode {alert.episode}]", style="magenta")
     line.append(f"  [{alert.event_id} {alert.model_version}]", style="dim")
     if alert.label is not None:
         line.append(f" label={alert.label}", style="magenta")

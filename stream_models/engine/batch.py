@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
+
+
+class Episode(NamedTuple):
+    """A device's alarm episode: the event that opened it, its first and latest event times, peak score, rows,
+    and the threshold its first alarm crossed."""
+
+    opened_by: str
+    start_ts: float
+    end_ts: float
+    peak: float
+    rows: int
+    threshold: float
 
 
 @dataclass
@@ -21,6 +34,9 @@ class DomainBatch:
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why the rule (the card profile) alerted
     regime_changes: list[int] = field(default_factory=list)  # rows where a device's alarm run became its new normal
+    # sensors: (row, "open" | "close" | "regime change", episode) as devices' alarm episodes open and close
+    episodes: list[tuple[int, str, Episode]] = field(default_factory=list)
+    per_episode: bool = False  # alerts are the episodes' ends, not every alarmed row
     over_budget: list[int] = field(default_factory=list)  # first row held back in an event-time minute over budget
     held_back: int = 0  # alerts held back by the per-minute budget
     rule: str = ""  # the rule that alerts beside the champion ("" = none); its scores are in contender_scores

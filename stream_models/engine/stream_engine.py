@@ -32,11 +32,11 @@ import numpy as np
 
 from stream_models import catalog
 from stream_models.card_profile import CardProfile
-from stream_models.reading_profile import ReadingProfile
-from stream_models.engine.batch import DomainBatch
+from stream_models.engine.batch import DomainBatch, Episode
 from stream_models.engine.champion import ChampionBoard, Contender, Scored
 from stream_models.engine.config import EngineConfig
 from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeaturizer, check_inputs
+from stream_models.reading_profile import ReadingProfile
 
 log = logging.getLogger("stream_models.engine")
 
@@ -135,7 +135,7 @@ class StreamEngine:
         self.regime_changes = 0
         self.held_back = 0  # alerts over the per-minute budget
         self._budget_counts: dict[int, int] = {}  # event-time minute -> alerts raised in it
-        self._episodes: dict[str, list[int]] = {}  # device -> its open alarm episode
+        self._episodes: dict[str, list[Any]] = {}  # device -> its open alarm episode
         self._regime_pending: set[str] = set()  # devices muted until the chunk's end starts them afresh
         self.profile: CardProfile | ReadingProfile | None = None
         if config.profile_threshold > 0:
@@ -192,7 +192,7 @@ class StreamEngine:
             rule_input = inputs[self.profile.consumes] if self.profile is not None else None
             self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out,
                         rule_input)
-            if self.config.alert_budget_per_minute:
+            if self.config.alert_budget_per_minute and self.alarm_filter is None:  # sensors alert per episode
                 self._alert_budget(part, ts[part], out)
             self._pending_n += stop - start
             if stop - start == room:
@@ -210,6 +210,7 @@ class StreamEngine:
                 out.contender_flags[name] = np.zeros(B, bool)
         if self.profile is not None:
             out.rule, out.rule_threshold = self.profile.name, self.config.profile_threshold
+        out.per_episode = self.alarm_filter is not None
 
     def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray,
                         out: DomainBatch) -> np.ndarray:
@@ -282,8 +283,9 @@ class StreamEngine:
             alarms |= raw & (threshold > 0) & (score >= self.config.alarm_severe * threshold)
         if rule_input is not None:
             alarms |= self._profile_alerts(part, rule_input, ready, ts, out)
-        if self.alarm_filter is not None and self.config.regime_rows:
-            alarms &= ~self._regime_watch(keys, alarms, part.start, out)
+        if self.alarm_filter is not None:
+            out.flags[part] = alarms  # the episode watch reads the alerts' verdicts
+            alarms &= ~self._episode_watch(keys, alarms, ids, ts, part, out)
         out.flags[part] = alarms
         out.suppressed[part] = raw & ~alarms
         gate = np.ones(len(keys), bool)
@@ -306,34 +308,45 @@ class StreamEngine:
             for j in hit.tolist():
                 out.explanations[part.start + j] = explained[pos + j]
 
-    def _regime_watch(self, keys: list[str], alarms: np.ndarray, start: int, out: DomainBatch) -> np.ndarray:
-        """Follow each device's alarm episode (open at an alarm, closed after `episode_gap_rows` quiet rows); an
-        episode lasting `regime_rows` is a regime change: one event, and the device is muted until the chunk's
-        end, when its windows, normalisation and alarm state start afresh (it warms up again like a new
-        device). Returns the muted rows."""
+    def _episode_watch(self, keys: list[str], alarms: np.ndarray, ids: list[str], ts: np.ndarray, part: slice,
+                       out: DomainBatch) -> np.ndarray:
+        """Follow each device's alarm episode: it opens at an alarm and closes after `episode_gap_rows` quiet rows
+        (`out.episodes` gets both ends). An episode lasting `regime_rows` is a regime change: it closes as one,
+        and the device is muted until the chunk's end, when its windows, normalisation and alarm state start
+        afresh (it warms up again like a new device). Returns the muted rows."""
         muted = np.zeros(len(keys), bool)
-        gap = self.config.episode_gap_rows
+        gap, regime = self.config.episode_gap_rows, self.config.regime_rows
         for j, key in enumerate(keys):
             if key in self._regime_pending:
                 muted[j] = True
                 continue
-            episode = self._episodes.get(key)  # [rows since it opened, quiet rows since its last alarm]
+            # [rows, quiet rows since its last alarm, start ts, peak, opener id, opener's threshold]
+            episode = self._episodes.get(key)
             if episode is None:
                 if not alarms[j]:
                     continue
-                episode = self._episodes[key] = [0, 0]
+                _, score, threshold = out.verdict(part.start + j)
+                episode = self._episodes[key] = [0, 0, float(ts[j]), score, ids[j], threshold]
+                out.episodes.append((part.start + j, "open",
+                                     Episode(ids[j], float(ts[j]), float(ts[j]), score, 1, threshold)))
             episode[0] += 1
-            episode[1] = 0 if alarms[j] else episode[1] + 1
-            if episode[1] >= gap:
+            if alarms[j]:
+                episode[1] = 0
+                episode[3] = max(episode[3], out.verdict(part.start + j)[1])
+            else:
+                episode[1] += 1
+            if episode[1] >= gap or (regime and episode[0] >= regime):
                 del self._episodes[key]
-            elif episode[0] >= self.config.regime_rows:
-                del self._episodes[key]
-                self._regime_pending.add(key)
-                self.regime_changes += 1
-                out.regime_changes.append(start + j)
-                log.info("regime change: a device alarmed for %d rows; it re-learns its normal", episode[0],
-                         extra={"domain": self.domain, "entity": key})
-                muted[j] = True
+                kind = "close" if episode[1] >= gap else "regime change"
+                out.episodes.append((part.start + j, kind, Episode(episode[4], episode[2], float(ts[j]), episode[3],
+                                                                   episode[0], episode[5])))
+                if kind == "regime change":
+                    self._regime_pending.add(key)
+                    self.regime_changes += 1
+                    out.regime_changes.append(part.start + j)
+                    log.info("regime change: a device alarmed for %d rows; it re-learns its normal", episode[0],
+                             extra={"domain": self.domain, "entity": key})
+                    muted[j] = True
         return muted
 
     # -------------------------------------------------------------------------- learning

@@ -55,3 +55,43 @@ def test_regime_changes_do_not_depend_on_batching() -> None:
     a, b = _run(events, 100), _run(events, 37)
     np.testing.assert_array_equal(a[0], b[0])
     assert a[1] == b[1]
+
+
+def _short_device(n: int = 300, fault_at: int = 200) -> list[Any]:
+    sim = SensorSimulator(seed=5, n_devices=1, n_steps=n, spikes_per_1000=0, level_shifts_per_1000=0,
+                          stuck_per_1000=0, collective_per_1000=0)
+    events = list(sim.events())
+    channel = next(iter(events[0].readings))
+    sd = float(np.std([e.readings[channel] for e in events]))
+    events[fault_at].readings[channel] += 8 * sd
+    return events
+
+
+def test_a_short_stream_alerts_on_a_spike_before_any_model_is_fit() -> None:
+    settings = Settings.model_validate({"sensors": {"profile_threshold": 5.0}})
+    events = _short_device()
+    engine = build_processor(settings, "sensors")
+    batch = engine.process(events)
+    assert batch.warming_up[200], "300 readings never end the 400-reading model warm-up"
+    assert np.flatnonzero(batch.flags).tolist() == [200], "the spike alone alerts, nothing else"
+    assert "sd above the device's usual" in batch.reasons[200]
+    assert batch.verdict(200)[0] == "reading_profile"
+
+
+def test_the_runner_sends_one_alert_when_an_episode_opens_and_one_when_it_ends() -> None:
+    from ingest.records import Record
+    from ingest.schemas import encode_event
+    from sinks.memory_sink import MemorySink
+    from tests.unit.test_runner_loop import FakeSource, make_runner
+
+    events = _shifted_device()
+    records = [Record("tx", 0, i, -1, e.device_id.encode(), encode_event(e)) for i, e in enumerate(events)]
+    sink = MemorySink()
+    make_runner(FakeSource(records), sink, processor=build_processor(SETTINGS, "sensors"), max_records=100).run()
+    flags, changes, _ = _run(events, 100)
+    kinds = [a.episode for a in sink.alerts]
+    assert kinds[:2] == ["open", "regime change"] and len(kinds) <= 3 < 100 < flags.sum(), "an episode, not a row each"
+    opened, ended = sink.alerts[:2]
+    assert opened.event_id == events[int(np.flatnonzero(flags)[0])].event_id
+    assert ended.episode_rows == SETTINGS.sensors.regime_rows and ended.episode_start_ts == opened.event_ts
+    assert ended.event_ts == events[changes[0]].ts and "new normal" in (ended.reason or "")

@@ -285,7 +285,9 @@ class TransactionModelSettings(ModelSettings):
 
 class SensorModelSettings(ModelSettings):
     """Measured defaults (BENCHMARKS.md, SKAB): an LSTM forecaster fit on the warm-up, then frozen, with a
-    threshold at the 99th percentile of its warm-up errors and a 5-of-10 alarm rule."""
+    threshold at the 99th percentile of its warm-up errors and a 5-of-10 alarm rule (a reading at 3x the
+    threshold alarms alone); an alarm episode ends after 200 quiet readings, and one of 720 readings is a
+    regime change."""
 
     detector: str = "lstm_forecaster"
     params: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"lstm_forecaster": {"hidden": 32}})
@@ -302,6 +304,8 @@ class SensorModelSettings(ModelSettings):
     drift_horizon: float | None = Field(800.0, gt=0, description="sensors: widen scales by the warm-up trend")
     alarm_m: int = Field(5, ge=1, description="sensors: flags among the last alarm_n rows that raise an alarm")
     alarm_n: int = Field(10, ge=1)
+    alarm_severe: float = Field(3.0, ge=0, description="sensors: a reading scoring this many times its threshold "
+                                "alarms at once, without waiting for alarm_m of alarm_n; 0 = off")
     regime_rows: int = Field(720, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
                              "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")
 

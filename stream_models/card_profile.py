@@ -67,7 +67,9 @@ def _poisson_surprise(k: np.ndarray, rate: np.ndarray) -> np.ndarray:
 
 class CardProfile:
     """Population statistics of amounts and the score. Each event is compared with the population of the
-    events before it (prefix sums), so scores do not depend on how the stream is cut into batches."""
+    events before it: the sums as of the last chunk end (`end_chunk`, called by the engine) plus a running sum
+    over the current chunk, recomputed from the chunk's start, so scores are the same bit for bit whatever
+    the batches the chunk arrived in."""
 
     name = "card_profile"
     consumes = "rows"  # the transaction feature rows
@@ -78,26 +80,36 @@ class CardProfile:
         self.s1 = 0.0
         self.s2 = 0.0
         self.first_ts = math.nan
+        self._chunk = np.zeros(0)  # this chunk's amounts so far
+        self._chunk_keep = np.zeros(0, bool)  # and whether each one counts in the population
 
     def _population(self, a: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(n, mean, variance) of the kept amounts before each event (the state is not changed)."""
+        """(n, mean, variance) of the kept amounts before each event of `a` (the state is not changed)."""
         if math.isnan(self.ref):
             self.ref = float(a[0])
-        d = np.where(keep, a - self.ref, 0.0)
+        every = np.concatenate([self._chunk, a])
+        kept = np.concatenate([self._chunk_keep, keep])
+        d = np.where(kept, every - self.ref, 0.0)
 
         def before(values: np.ndarray) -> np.ndarray:
-            return np.concatenate([[0.0], np.cumsum(values)[:-1]])
+            return np.concatenate([[0.0], np.cumsum(values)[:-1]])[len(self._chunk) :]
 
-        n = self.n + before(keep.astype(np.float64))
+        n = self.n + before(kept.astype(np.float64))
         mean = (self.s1 + before(d)) / np.maximum(n, 1.0)
         var = (self.s2 + before(d * d) - n * mean**2) / np.maximum(n - 1.0, 1.0)
         return n, mean + self.ref, np.maximum(var, 0.0)
 
-    def _fold(self, a: np.ndarray, keep: np.ndarray) -> None:
-        d = a[keep] - self.ref
-        self.n += int(keep.sum())
+    def _remember(self, a: np.ndarray, keep: np.ndarray) -> None:
+        self._chunk = np.concatenate([self._chunk, a])
+        self._chunk_keep = np.concatenate([self._chunk_keep, keep])
+
+    def end_chunk(self) -> None:
+        """Fold the chunk's kept amounts into the population sums."""
+        d = self._chunk[self._chunk_keep] - self.ref
+        self.n += len(d)
         self.s1 += float(d.sum())
         self.s2 += float((d * d).sum())
+        self._chunk, self._chunk_keep = np.zeros(0), np.zeros(0, bool)
 
     def score(self, X: Mapping[str, Any], ts: np.ndarray, explain_at: float = 1.0,
               exclude_at: float = math.inf) -> tuple[np.ndarray, dict[int, str]]:
@@ -151,7 +163,7 @@ class CardProfile:
             later_amount, later_usual = amount_surprise(keep)
             amount[start:], usual[start:] = later_amount[start:], later_usual[start:]
             scores[start:] = _fisher(amount[start:] + others[start:], parts=4)
-        self._fold(a, keep)
+        self._remember(a, keep)
 
         reasons = {}
         for i in np.flatnonzero(scores >= explain_at).tolist():
@@ -173,8 +185,11 @@ class CardProfile:
         return self.score({name: X[:, names.index(name)] for name in NEEDED}, ts, explain_at, exclude_at)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "ref": self.ref, "s1": self.s1, "s2": self.s2, "first_ts": self.first_ts}
+        return {"n": self.n, "ref": self.ref, "s1": self.s1, "s2": self.s2, "first_ts": self.first_ts,
+                "chunk": self._chunk.tolist(), "chunk_keep": self._chunk_keep.tolist()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.n, self.ref, self.s1, self.s2 = int(state["n"]), float(state["ref"]), float(state["s1"]), float(state["s2"])
         self.first_ts = float(state["first_ts"])
+        self._chunk = np.asarray(state["chunk"], np.float64)
+        self._chunk_keep = np.asarray(state["chunk_keep"], bool)

@@ -43,6 +43,9 @@ class ReadingProfile:
             reasons[i] = f"{names[worst[i]]} {top[i]:.1f} sd {side} the device's usual"
         return scores, reasons
 
+    def end_chunk(self) -> None:
+        """Nothing to fold: the featuriser holds each device's statistics."""
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -372,6 +372,8 @@ class StreamEngine:
                 self._learn_chunk(board, inputs, ids, ts, S, Fl, gate, now, update_thresholds=warm_before)
             board.expire(now, cfg.label_delay_s)
         self._start_afresh()
+        if self.profile is not None:
+            self.profile.end_chunk()
         self._learned_n += self._pending_n
         self._pending = _Pending()
         self._pending_n = 0

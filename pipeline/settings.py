@@ -213,6 +213,8 @@ class ModelSettings(_Section):
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
     top_features: int = Field(3, ge=0)
+    label_free_alerts: bool = Field(True, description="False: a champion that does not learn from labels scores "
+                                    "every event but raises no alert (the rules and a promoted supervised model do)")
     alert_budget_per_minute: int = Field(60, ge=0, description="alerts beyond this many per event-time minute are held "
                                          "back, counted and summarised in one alert; 0 = no budget")
     warmup_events: int = Field(500, ge=0, description="model burn-in: the thresholds ignore these first scores")
@@ -276,6 +278,8 @@ class TransactionModelSettings(ModelSettings):
     detector: str = "dense_autoencoder"
     challengers: tuple[str, ...] = ("mlp_classifier",)
     auto_promote: bool = True
+    label_free_alerts: bool = Field(False, description="False: a champion that does not learn from labels scores "
+                                    "every event but raises no alert (the rules and a promoted supervised model do)")
     profile_threshold: float = Field(3.5, ge=0, description="transactions: the card profile alerts at this "
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")

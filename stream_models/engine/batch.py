@@ -29,6 +29,7 @@ class DomainBatch:
     thresholds: np.ndarray  # (B,) float64, the threshold each event was classified with
     flags: np.ndarray  # (B,) bool, events the champion raises as alerts
     suppressed: np.ndarray  # (B,) bool, above threshold but held back (warm-up, alarm filter)
+    champion_alerts: np.ndarray | None = None  # (B,) bool, rows whose alert is the champion's (not only a rule's)
     warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
@@ -49,12 +50,14 @@ class DomainBatch:
     def __post_init__(self) -> None:
         if self.warming_up is None:
             self.warming_up = np.zeros(len(self.keys), bool)
+        if self.champion_alerts is None:
+            self.champion_alerts = np.zeros(len(self.keys), bool)
         if not self.champions:
             self.champions = [""] * len(self.keys)
 
     def verdict(self, row: int) -> tuple[str, float, float]:
         """(detector, score, threshold) behind the alert of `row`: the champion's, else the rule's."""
-        champion = self.champions[row]
-        if self.rule and row in self.reasons and not self.contender_flags.get(champion, self.flags)[row]:
+        assert self.champion_alerts is not None
+        if self.rule and row in self.reasons and not self.champion_alerts[row]:
             return self.rule, float(self.contender_scores[self.rule][row]), self.rule_threshold
-        return champion, float(self.scores[row]), float(self.thresholds[row])
+        return self.champions[row], float(self.scores[row]), float(self.thresholds[row])

@@ -31,6 +31,15 @@ class Contender:
     learner: Any = None  # stream_models.learner.OnlineLearner feeding `detector`
     drift: Any = None  # stream_models.drift.DriftMonitor over the contender's scores
     drifts: int = 0  # drift events seen
+    blind: tuple[int, ...] = ()  # feature columns this detector never sees (zeroed)
+
+    def view(self, X: np.ndarray) -> np.ndarray:
+        """The detector's input: `X` with its blind columns zeroed (the last axis holds the features)."""
+        if not self.blind:
+            return X
+        X = X.copy()
+        X[..., list(self.blind)] = 0.0
+        return X
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -85,7 +94,7 @@ class ChampionBoard:
         out = {}
         for name in self._names:
             c = self.contenders[name]
-            scores = np.asarray(c.detector.score_many(inputs[c.consumes]), dtype=np.float64)
+            scores = np.asarray(c.detector.score_many(c.view(inputs[c.consumes])), dtype=np.float64)
             flags = np.asarray(c.threshold.classify_many(scores), dtype=bool)
             out[name] = Scored(scores, flags, np.full(len(scores), float(c.threshold.threshold)))
         return out

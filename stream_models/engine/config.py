@@ -26,6 +26,7 @@ class EngineConfig:
     threshold_warmup: int = 200  # scores a threshold sees before it flags anything
     threshold_window: int = 5_000  # recent scores the quantile is taken over
     top_features: int = 3
+    label_free_alerts: bool = True  # False: a champion that does not learn from labels scores but raises no alert
     alert_budget_per_minute: int = 0  # > 0: alerts beyond this many per event-time minute are held back, counted
     # warm-up and learning
     warmup_events: int = 500  # burn-in: the thresholds ignore these first scores

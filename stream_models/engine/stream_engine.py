@@ -39,6 +39,13 @@ from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeatur
 from stream_models.reading_profile import ReadingProfile
 
 log = logging.getLogger("stream_models.engine")
+# features a label-free detector never sees: calendar ones (the first weekend or night would look novel on every
+# transaction) and those built from revealed labels (the first chargebacks, a label delay in, would too): either
+# raised alert storms that nothing else explained
+BLIND_WITHOUT_LABELS = frozenset({
+    "TX_DURING_WEEKEND", "TX_DURING_NIGHT", "HOUR_SIN", "HOUR_COS", "WEEKDAY", "TERMINAL_ID_RISK_1DAY_WINDOW",
+    "TERMINAL_ID_RISK_7DAY_WINDOW", "TERMINAL_ID_RISK_30DAY_WINDOW", "CARD_REVEALED_FRAUDS", "TERMINAL_FRAUD_RUN_LENGTH",
+    "TERMINAL_FRAUD_RUN_AGE_DAYS", "TERMINAL_DAYS_SINCE_REVEALED_FRAUD", "TERMINAL_LAST_LABEL_FRAUD"})
 
 
 def detector_names(domain: str) -> list[str]:
@@ -76,7 +83,9 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
                          lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
     threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,
                                   window=config.threshold_window, refresh_every=config.learn_every)
-    return Contender(name, detector, catalog.consumes(name), threshold, learner, drift)
+    blind = () if catalog.learns_from_labels(name) else tuple(
+        i for i, f in enumerate(feature_names) if f in BLIND_WITHOUT_LABELS)
+    return Contender(name, detector, catalog.consumes(name), threshold, learner, drift, blind=blind)
 
 
 class _Pending:
@@ -270,13 +279,16 @@ class StreamEngine:
             scored = {n: Scored(s.scores[sel], s.flags[sel], s.thresholds[sel]) for n, s in board.score(blocks).items()}
             champ = scored[board.champion]
             out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
-            raw[local] = champ.flags
+            raw[local] = champ.flags if self.config.label_free_alerts or catalog.learns_from_labels(board.champion) \
+                else False
             for name in board.names:
                 out.contender_scores[name][rows] = scored[name].scores
                 out.contender_flags[name][rows] = scored[name].flags
             board.remember([ids[i] for i in local], ts[local], scored)
         out.champions[part] = [board.champion] * len(keys)
         alarms = self.alarm_filter.update_many(keys, raw) if self.alarm_filter is not None else raw.copy()
+        assert out.champion_alerts is not None
+        out.champion_alerts[part] = alarms
         if self.alarm_filter is not None and self.config.alarm_severe and len(rows):
             # a single reading far above the threshold (a spike) alarms without waiting for the filter
             score, threshold = out.scores[part.start : part.stop], out.thresholds[part.start : part.stop]
@@ -304,7 +316,7 @@ class StreamEngine:
             self._pending.learnable.append(gate[local])
         hit = np.flatnonzero(alarms)
         if len(hit) and self.config.top_features:
-            explained = champion.detector.explain_many(blocks[champion.consumes], self.config.top_features)
+            explained = champion.detector.explain_many(champion.view(blocks[champion.consumes]), self.config.top_features)
             for j in hit.tolist():
                 out.explanations[part.start + j] = explained[pos + j]
 
@@ -407,7 +419,7 @@ class StreamEngine:
             normal = gate & ~Fl[:, k]
             if normal.any():  # for autoencoders: the reconstruction loss on the rows learned from
                 self.losses[name] = float(np.mean(S[normal, k]))
-            c.learner.observe(inputs[c.consumes], Fl[:, k] | ~gate, event_ids=ids, ts=ts)
+            c.learner.observe(c.view(inputs[c.consumes]), Fl[:, k] | ~gate, event_ids=ids, ts=ts)
             c.learner.maybe_update(now_ts=now)
 
     def _start_afresh(self) -> None:
@@ -426,7 +438,7 @@ class StreamEngine:
         `warmup_holdout` share, which it did not train on (scores on training rows are too low to set one)."""
         warm = {k: np.concatenate(v) for k, v in self._warm.items()}
         for c in board.contenders.values():
-            X = warm[c.consumes]
+            X = c.view(warm[c.consumes])
             split = len(X) - int(len(X) * self.config.warmup_holdout)
             fit_on, calibrate_on = X[:split], (X[split:] if split < len(X) else X)
             for _ in range(self.config.warmup_fit_epochs):

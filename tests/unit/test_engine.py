@@ -110,3 +110,12 @@ def test_a_domain_that_cannot_feed_a_detector_is_refused_with_its_input_kind() -
 
     with pytest.raises(ConfigError, match="window_autoencoder consumes windows"):
         build_processor(small_settings(transactions={"detector": "window_autoencoder"}), "transactions")
+
+
+def test_by_default_a_label_free_transactions_champion_scores_but_leaves_alerting_to_the_card_profile() -> None:
+    engine = build_processor(small_settings(transactions={"label_free_alerts": False}), "transactions")
+    batch = engine.process(transactions(600))
+    assert engine.detector_name == "dense_autoencoder" and np.isfinite(batch.scores[-100:]).all()
+    assert batch.contender_flags["dense_autoencoder"].any(), "its own threshold still flags (for the leaderboard)"
+    assert not batch.champion_alerts.any()
+    assert all(batch.verdict(int(i))[0] == "card_profile" for i in np.flatnonzero(batch.flags))

@@ -21,7 +21,7 @@ from sinks.memory_sink import MemorySink
 from tests.small_models import SMALL_PARAMS
 from tests.unit.test_runner_loop import FakeSource, ListDLQ
 
-TINY = {"warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.95, "learn_every": 32, "params": SMALL_PARAMS, "auto_promote": False,
+TINY = {"label_free_alerts": True, "warmup_events": 64, "threshold_warmup": 64, "threshold_quantile": 0.95, "learn_every": 32, "params": SMALL_PARAMS, "auto_promote": False,
         "threshold_window": 300, "batch_size": 32, "steps_per_update": 1, "label_delay_s": 86_400.0}
 
 

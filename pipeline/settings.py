@@ -215,15 +215,13 @@ class ModelSettings(_Section):
     top_features: int = Field(3, ge=0)
     label_free_alerts: bool = Field(True, description="False: a champion that does not learn from labels scores "
                                     "every event but raises no alert (the rules and a promoted supervised model do)")
-    alert_budget_per_minute: int = Field(60, ge=0, description="alerts beyond this many per event-time minute are held "
-                                         "back, counted and summarised in one alert; 0 = no budget")
+    alert_budget_per_minute: int = Field(0, ge=0, description="transactions: alerts beyond this many per event-time "
+                                         "minute are held back, counted and summarised in one alert; 0 = no budget")
     warmup_events: int = Field(500, ge=0, description="model burn-in: the thresholds ignore these first scores")
     warmup_fit_epochs: int = Field(0, ge=0, description="> 0: train this many passes over the warm-up at its end")
     warmup_holdout: float = Field(0.0, ge=0, lt=1, description="share of the warm-up kept out of that fit to set "
                                   "the thresholds on")
     learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
-    threshold_after_warmup: bool = Field(False, description="with learn_after_warmup False, thresholds still follow "
-                                         "the scores (flagged scores never raise them)")
     learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
     batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
@@ -234,8 +232,8 @@ class ModelSettings(_Section):
     auto_promote: bool = Field(False, description="promote the challenger with the best average precision on labels")
     promote_min_positives: int = Field(50, ge=1)
     promote_margin: float = Field(0.02, ge=0)
-    profile_threshold: float = Field(0.0, ge=0, description="transactions: the card profile alerts at "
-                                     "this cold-start score (-log10 of a tail probability) from the first events; 0 = off")
+    profile_threshold: float = Field(0.0, ge=0, description="the cold-start rule (card profile, reading profile) alerts "
+                                     "at this score (-log10 of a tail probability) from the first events; 0 = off")
     sequence_length: int = Field(5, ge=1, description="transactions: card sequence length for sequence detectors")
     window: int = Field(16, ge=2, description="sensors: readings per window")
     freeze_normalisation_after: int | None = Field(None, ge=1, description="sensors: per-device readings to normalise on")
@@ -280,6 +278,8 @@ class TransactionModelSettings(ModelSettings):
     auto_promote: bool = True
     label_free_alerts: bool = Field(False, description="False: a champion that does not learn from labels scores "
                                     "every event but raises no alert (the rules and a promoted supervised model do)")
+    alert_budget_per_minute: int = Field(60, ge=0, description="transactions: alerts beyond this many per event-time "
+                                         "minute are held back, counted and summarised in one alert; 0 = no budget")
     profile_threshold: float = Field(3.5, ge=0, description="transactions: the card profile alerts at this "
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")

@@ -34,7 +34,6 @@ class DomainBatch:
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
     explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why the rule (the card profile) alerted
-    regime_changes: list[int] = field(default_factory=list)  # rows where a device's alarm run became its new normal
     # sensors: (row, "open" | "close" | "regime change", episode) as devices' alarm episodes open and close
     episodes: list[tuple[int, str, Episode]] = field(default_factory=list)
     per_episode: bool = False  # alerts are the episodes' ends, not every alarmed row
@@ -54,6 +53,11 @@ class DomainBatch:
             self.champion_alerts = np.zeros(len(self.keys), bool)
         if not self.champions:
             self.champions = [""] * len(self.keys)
+
+    @property
+    def regime_changes(self) -> list[int]:
+        """Rows where a device's alarm episode became its new normal."""
+        return [row for row, kind, _ in self.episodes if kind == "regime change"]
 
     def verdict(self, row: int) -> tuple[str, float, float]:
         """(detector, score, threshold) behind the alert of `row`: the champion's, else the rule's."""

@@ -28,12 +28,12 @@ class EngineConfig:
     top_features: int = 3
     label_free_alerts: bool = True  # False: a champion that does not learn from labels scores but raises no alert
     alert_budget_per_minute: int = 0  # > 0: alerts beyond this many per event-time minute are held back, counted
+    # (transactions: sensors alert per episode)
     # warm-up and learning
     warmup_events: int = 500  # burn-in: the thresholds ignore these first scores
     warmup_fit_epochs: int = 0  # > 0: at the end of warm-up every contender trains this many passes over it
     warmup_holdout: float = 0.0  # share of the warm-up (its end) kept out of that fit to set the thresholds on
     learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
-    threshold_after_warmup: bool = False  # with learn_after_warmup False: thresholds still follow the scores
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
     steps_per_update: int = 2
     batch_size: int = 512
@@ -68,6 +68,8 @@ class EngineConfig:
             raise ModelError(f"need 1 <= alarm_m ({self.alarm_m}) <= alarm_n ({self.alarm_n})")
         if self.learn_every < 1:
             raise ModelError("learn_every must be >= 1")
+        if self.domain == "sensors" and self.alert_budget_per_minute:
+            raise ModelError("alert_budget_per_minute is for transactions: sensors alert once per episode")
 
     @property
     def contenders(self) -> list[str]:

@@ -201,7 +201,7 @@ class StreamEngine:
             rule_input = inputs[self.profile.consumes] if self.profile is not None else None
             self._chunk(board, part, keys, {k: inputs[k] for k in self.kinds}, ready, ids[part], ts[part], out,
                         rule_input)
-            if self.config.alert_budget_per_minute and self.alarm_filter is None:  # sensors alert per episode
+            if self.config.alert_budget_per_minute:
                 self._alert_budget(part, ts[part], out)
             self._pending_n += stop - start
             if stop - start == room:
@@ -228,7 +228,7 @@ class StreamEngine:
         threshold = self.config.profile_threshold
         scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
         scores = np.where(ready, scores, np.nan)
-        flags = ready & (scores >= self.config.profile_threshold)
+        flags = ready & (scores >= threshold)
         out.contender_scores[self.profile.name][part] = scores
         out.contender_flags[self.profile.name][part] = flags
         for j, reason in reasons.items():
@@ -287,16 +287,15 @@ class StreamEngine:
             board.remember([ids[i] for i in local], ts[local], scored)
         out.champions[part] = [board.champion] * len(keys)
         alarms = self.alarm_filter.update_many(keys, raw) if self.alarm_filter is not None else raw.copy()
-        assert out.champion_alerts is not None
-        out.champion_alerts[part] = alarms
         if self.alarm_filter is not None and self.config.alarm_severe and len(rows):
             # a single reading far above the threshold (a spike) alarms without waiting for the filter
             score, threshold = out.scores[part.start : part.stop], out.thresholds[part.start : part.stop]
             alarms |= raw & (threshold > 0) & (score >= self.config.alarm_severe * threshold)
+        assert out.champion_alerts is not None
+        out.champion_alerts[part] = alarms
         if rule_input is not None:
             alarms |= self._profile_alerts(part, rule_input, ready, ts, out)
         if self.alarm_filter is not None:
-            out.flags[part] = alarms  # the episode watch reads the alerts' verdicts
             alarms &= ~self._episode_watch(keys, alarms, ids, ts, part, out)
         out.flags[part] = alarms
         out.suppressed[part] = raw & ~alarms
@@ -355,7 +354,6 @@ class StreamEngine:
                 if kind == "regime change":
                     self._regime_pending.add(key)
                     self.regime_changes += 1
-                    out.regime_changes.append(part.start + j)
                     log.info("regime change: a device alarmed for %d rows; it re-learns its normal", episode[0],
                              extra={"domain": self.domain, "entity": key})
                     muted[j] = True
@@ -376,10 +374,8 @@ class StreamEngine:
             if cfg.warmup_fit_epochs and not self._warm_done:
                 for kind, values in inputs.items():
                     self._warm.setdefault(kind, []).append(values)
-            elif warm_before and not cfg.learn_after_warmup:  # models frozen after warm-up
-                if cfg.threshold_after_warmup:
-                    for k, name in enumerate(board.names):
-                        board.contenders[name].threshold.update_many(S[:, k], Fl[:, k])
+            elif warm_before and not cfg.learn_after_warmup:
+                pass  # frozen after warm-up
             else:
                 self._learn_chunk(board, inputs, ids, ts, S, Fl, gate, now, update_thresholds=warm_before)
             board.expire(now, cfg.label_delay_s)

@@ -377,6 +377,7 @@ class ObservabilitySettings(_Section):
 class BacktestSettings(_Section):
     report_dir: Path = Path("reports")
     precision_k: int = Field(100, ge=1)
+    max_reject_share: float = Field(0.5, ge=0, le=1, description="a backtest rejecting more of its input fails")
 
 
 class _EnvWithoutShorthands(EnvSettingsSource):

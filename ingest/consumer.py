@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ingest.errors import BrokerUnavailable, CommitFailed, IngestError
+from ingest.errors import BrokerUnavailable, CommitFailed, IngestError, kafka_bootstrap
 from ingest.records import Record
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,6 @@ class BatchConsumer:
         config: Mapping[str, Any] | None = None,
     ) -> None:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaTimeoutError
 
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.group_id = group_id
@@ -114,10 +113,8 @@ class BatchConsumer:
             auto_offset_reset=auto_offset_reset,
         )
         settings.update(config or {})
-        try:
+        with kafka_bootstrap(bootstrap_servers, settings.get("bootstrap_timeout_ms", 30_000)):
             self._consumer = KafkaConsumer(**settings)
-        except KafkaTimeoutError as e:  # kafka-python 3: 'Unable to bootstrap from ...'
-            raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers}: {e}") from e
         self._consumer.subscribe(self.topics, listener=_listener_class()(self))
         self._closed = False
 

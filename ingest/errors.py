@@ -1,5 +1,9 @@
 """Error types of the ingest package."""
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from streamwarden.errors import StreamwardenError
 
 
@@ -31,3 +35,20 @@ class CommitFailed(IngestError):
 
 class ReplaySourceError(IngestError):
     """A replay file or Kafka range cannot be read as asked (missing column, unreadable file, bad bounds)."""
+
+
+@contextmanager
+def kafka_bootstrap(bootstrap_servers: object, timeout_ms: int) -> Iterator[None]:
+    """Around a kafka-python client's construction: its bootstrap retries stay quiet (the ~20 ERROR lines of
+    an unreachable broker) and a failed bootstrap becomes one BrokerUnavailable naming the servers."""
+    from kafka.errors import KafkaTimeoutError
+
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except KafkaTimeoutError as e:  # kafka-python 3: 'Unable to bootstrap from ...'
+        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers} within {timeout_ms / 1000:g} s") from e
+    finally:
+        kafka_log.setLevel(level)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ingest.errors import BrokerUnavailable, ProduceFailed
+from ingest.errors import BrokerUnavailable, ProduceFailed, kafka_bootstrap
 
 DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
     "acks": "all",
@@ -40,7 +40,6 @@ class EventProducer:
             self._producer = producer
             return
         from kafka import KafkaProducer
-        from kafka.errors import KafkaTimeoutError
 
         settings = dict(DEFAULT_PRODUCER_CONFIG, bootstrap_servers=bootstrap_servers, client_id=client_id)
         if compression_type is not None:
@@ -48,10 +47,8 @@ class EventProducer:
         if linger_ms is not None:
             settings["linger_ms"] = linger_ms
         settings.update(config or {})
-        try:
+        with kafka_bootstrap(bootstrap_servers, settings.get("bootstrap_timeout_ms", 30_000)):
             self._producer = KafkaProducer(**settings)
-        except KafkaTimeoutError as e:  # kafka-python 3: 'Unable to bootstrap from ...'
-            raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers}: {e}") from e
 
     def _on_success(self, _metadata: Any) -> None:
         with self._lock:

@@ -153,7 +153,7 @@ class Runner:
         observers: Iterable[Observer] = (),
         checkpoint_meta: dict[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,  # default: a wait that request_stop() cuts short
         partition_store: Any = None,
         partition_count: Callable[[str], int] | None = None,
     ) -> None:
@@ -167,9 +167,11 @@ class Runner:
         self.metrics = metrics or RunnerMetrics()
         self.observers = list(observers)
         self.checkpoint_meta = checkpoint_meta or {}
-        self.clock, self.sleep = clock, sleep
         self.stats = RunStats()
         self._stop = threading.Event()
+        self.clock, self.sleep = clock, sleep or self._stop.wait
+        self._finishing = False  # the loop ended (idle, max events, stop): a failing flush is not retried
+        self._poll_failing_since: float | None = None
         self._rebalances = 0  # rebalance callbacks seen: a rebalance resets the idle clock
         self._next: dict[TopicPartition, int] = {}  # processed, not yet committed: partition -> last + 1
         self._committed: dict[TopicPartition, int] = {}
@@ -227,6 +229,8 @@ class Runner:
                 n = self.step()
                 now = self.clock()
                 gap, last = now - last, now
+                if self._stop.is_set():
+                    break
                 if n or self._waiting_for_partitions() or self._rebalances != rebalances_seen:
                     # idle time counts only while partitions are ours and the group is settled
                     idle_s, rebalances_seen = 0.0, self._rebalances
@@ -242,6 +246,7 @@ class Runner:
                     self.commit()
             clean = True
         finally:
+            self._finishing = True
             if self.config.freeze_gc:
                 gc.unfreeze()
             self.shutdown(clean)
@@ -285,10 +290,15 @@ class Runner:
             if not exc.retriable:
                 raise
             self.metrics.poll_retries.inc()
-            log.warning("poll failed, backing off", extra={"error": str(exc), "delay_s": self._poll_delay})
+            if self._poll_failing_since is None:
+                self._poll_failing_since = self.clock()
+                log.warning("Kafka unreachable: polling paused, retrying with backoff", extra={"error": str(exc)})
             self.sleep(self._poll_delay)
             self._poll_delay = min(self._poll_delay * 2, self.config.backoff_max_s)
             return []
+        if self._poll_failing_since is not None:
+            log.info("Kafka reachable again", extra={"outage_s": round(self.clock() - self._poll_failing_since, 1)})
+            self._poll_failing_since = None
         self._poll_delay = self.config.backoff_initial_s
         return list(records)
 
@@ -392,15 +402,21 @@ class Runner:
 
     # ------------------------------------------------------------------ delivery
     def _flush_with_backoff(self) -> bool:
-        """Flush sink then DLQ; on retriable errors pause partitions and retry. False if stopped while failing."""
+        """Flush sink then DLQ; on retriable errors pause partitions and retry. False when it gave up: stopping,
+        finishing, or failing for longer than the idle timeout (the unflushed batches stay uncommitted and are
+        redelivered). Logs one line when delivery starts failing and one when it recovers."""
         delay = self.config.backoff_initial_s
         paused: list[Any] = []
         source: Any = self.source  # pause/resume are optional on sources
+        failing_since: float | None = None
         try:
             while True:
                 try:
                     self.sink.flush()
                     self.dlq.flush()
+                    if failing_since is not None:
+                        log.info("alert delivery recovered, partitions resumed",
+                                 extra={"outage_s": round(self.clock() - failing_since, 1)})
                     return True
                 except StreamwardenError as exc:
                     if not exc.retriable:
@@ -410,9 +426,19 @@ class Runner:
                         if paused:
                             source.pause(paused)
                     self.metrics.sink_retries.inc()
-                    log.warning("flush failed, backing off", extra={"error": str(exc), "delay_s": delay})
-                    if self._stop.is_set():
-                        return False  # stopping: leave the batch uncommitted, it is redelivered
+                    if failing_since is None:
+                        failing_since = self.clock()
+                        log.warning("alert delivery failing: partitions paused, retrying with backoff",
+                                    extra={"error": str(exc)})
+                    if self._stop.is_set() or self._finishing:
+                        log.warning("stopping with undelivered alerts: their records stay uncommitted and are "
+                                    "processed again at the next start")
+                        return False
+                    idle = self.config.idle_timeout_s
+                    if idle is not None and self.clock() - failing_since >= idle:
+                        log.warning("idle timeout passed while alert delivery was failing: stopping")
+                        self._stop.set()
+                        return False
                     self.sleep(delay)
                     delay = min(delay * 2, self.config.backoff_max_s)
                     if paused and not self._in_callback:

@@ -68,7 +68,7 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    startup_timeout_s: float = Field(10.0, gt=0, le=300, description="start-up: give up on an unreachable broker after this")
+    startup_timeout_s: float = Field(8.0, gt=0, le=300, description="start-up: give up on an unreachable broker after this")
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -99,6 +99,7 @@ class KafkaSettings(_Section):
             "bootstrap_servers": self.bootstrap_servers,
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
+            "bootstrap_timeout_ms": int(self.startup_timeout_s * 1000),
         }
         if self.sasl_mechanism is not None:
             config["sasl_mechanism"] = self.sasl_mechanism
@@ -170,7 +171,7 @@ class RedisSettings(_Section):
     dedup_ttl_s: int = Field(7 * 86_400, ge=1)
     suppression_s: float = Field(0.0, ge=0)
     suppression_factor: float = Field(1.5, ge=1.0)
-    startup_timeout_s: float = Field(10.0, gt=0, le=300, description="start-up: give up on an unreachable Redis after this")
+    startup_timeout_s: float = Field(8.0, gt=0, le=300, description="start-up: give up on an unreachable Redis after this")
 
     def connection(self) -> Any:
         """sinks.connection.RedisConfig (secrets revealed)."""

@@ -16,8 +16,29 @@ log = logging.getLogger("pipeline.worker")
 
 
 def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None, max_events: int | None = None) -> tuple[Any, Callable[[], None]]:
-    """The worker: BatchConsumer + RedisAlertSink + DeadLetterQueue around the runner. Returns (runner, close)."""
+    """The worker: BatchConsumer + RedisAlertSink + DeadLetterQueue around the runner. Returns (runner, close).
+
+    Fails within the start-up timeouts when Redis (SinkUnavailable) or Kafka (BrokerUnavailable) does not answer.
+    """
+    # Services first, before torch is imported and models are built: an unreachable one fails in seconds.
     from ingest.consumer import BatchConsumer
+    from sinks.connection import probe as probe_redis
+
+    probe_redis(settings.redis.connection(), settings.redis.startup_timeout_s)
+    topics = [*(settings.topics.for_domain(d) for d in settings.domains()), settings.topics.labels]
+    holder: dict[str, Any] = {}
+    security = settings.kafka.client_config()
+    security.pop("bootstrap_servers")
+    security.pop("client_id")
+    consumer = BatchConsumer(  # bootstraps within kafka.startup_timeout_s (bootstrap_timeout_ms)
+        settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
+        on_assign=lambda parts: holder["runner"].on_assign(parts),
+        on_revoke=lambda parts: holder["runner"].on_revoke(parts),
+        on_lost=lambda parts: holder["runner"].on_lost(parts),
+        client_id=settings.kafka.client_id, auto_offset_reset=settings.kafka.auto_offset_reset,
+        config={**security, "session_timeout_ms": settings.kafka.session_timeout_ms,
+                "max_poll_interval_ms": settings.kafka.max_poll_interval_ms},
+    )
     from ingest.dlq import DeadLetterQueue
     from ingest.producer import EventProducer
     from pipeline import promotion
@@ -29,20 +50,6 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
 
     set_torch_threads(settings.runner.torch_threads)
     processors = build_processors(settings)
-    topics = [*processors, settings.topics.labels]
-    holder: dict[str, Any] = {}
-    security = settings.kafka.client_config()
-    security.pop("bootstrap_servers")
-    security.pop("client_id")
-    consumer = BatchConsumer(
-        settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
-        on_assign=lambda parts: holder["runner"].on_assign(parts),
-        on_revoke=lambda parts: holder["runner"].on_revoke(parts),
-        on_lost=lambda parts: holder["runner"].on_lost(parts),
-        client_id=settings.kafka.client_id, auto_offset_reset=settings.kafka.auto_offset_reset,
-        config={**security, "session_timeout_ms": settings.kafka.session_timeout_ms,
-                "max_poll_interval_ms": settings.kafka.max_poll_interval_ms},
-    )
     producer = EventProducer(settings.kafka.bootstrap_servers, client_id=f"{settings.kafka.client_id}-dlq", config=security)
     sink = RedisAlertSink(connection=settings.redis.connection(), config=settings.redis.sink_config())
     metrics = RunnerMetrics()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from sinks.errors import SinkError, SinkUnavailable
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -114,3 +117,28 @@ def resolve_client(
     elif url:
         connection = replace(connection, url=url)
     return make_client(connection), True
+
+
+def probe(config: RedisConfig, timeout_s: float) -> None:
+    """PING Redis until it answers or `timeout_s` passes (a server still loading its data is retried).
+
+    Raises SinkUnavailable when nothing answers in time, SinkError when Redis refuses the credentials.
+    """
+    config = replace(config, connect_timeout_s=min(config.connect_timeout_s, timeout_s),
+                     socket_timeout_s=min(config.socket_timeout_s, timeout_s), retries=0)
+    client = make_client(config)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.AuthenticationError as exc:
+                raise SinkError(f"Redis at {config.safe_url} refused the credentials: {exc}") from exc
+            except redis.RedisError as exc:
+                if time.monotonic() + 0.2 >= deadline:
+                    raise SinkUnavailable(
+                        f"no Redis answers at {config.safe_url} within {timeout_s:g} s ({exc})") from exc
+                time.sleep(0.2)
+    finally:
+        client.close()

@@ -345,14 +345,48 @@ def test_structured_logs_are_one_json_object_per_line_with_their_fields() -> Non
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=1)
+        source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=5)
         make_runner(source, sink).run()
     finally:
         logger.removeHandler(handler)
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    backoff = next(line for line in lines if line["msg"] == "flush failed, backing off")
-    assert backoff["level"] == "WARNING" and backoff["error"] == "redis down" and backoff["delay_s"] == 0.1
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    # five failed flushes, one outage: one line when it starts, one when it ends
+    failing = [line for line in lines if line["msg"].startswith("alert delivery failing")]
+    recovered = [line for line in lines if line["msg"].startswith("alert delivery recovered")]
+    assert len(failing) == 1 and failing[0]["level"] == "WARNING" and failing[0]["error"] == "redis down"
+    assert len(recovered) == 1 and "outage_s" in recovered[0]
+
+
+def test_a_worker_paused_by_a_redis_outage_still_honours_its_idle_timeout() -> None:
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=-1)
+    runner = Runner(source, sink, ListDLQ(), {TOPIC: AmountProcessor()}, labels_topic=LABELS,
+                    config=RunnerConfig(max_records=7, poll_timeout_ms=0, commit_interval_s=0.0,
+                                        checkpoint_interval_s=0.0, idle_timeout_s=20.0),
+                    sleep=sleep, clock=lambda: now[0])
+    stats = runner.run()
+    assert 20.0 <= now[0] < 30.0  # gave up after the idle timeout, not after forever
+    assert stats.records == 7 and source.committed == {}  # nothing committed past undelivered alerts
+
+
+def test_sigterm_stops_a_worker_paused_by_a_redis_outage_without_waiting_out_its_backoff() -> None:
+    import threading
+    import time
+
+    source, sink = FakeSource(tx_records(10, partitions=1)), FlakySink(failures=-1)
+    runner = Runner(source, sink, ListDLQ(), {TOPIC: AmountProcessor()}, labels_topic=LABELS,
+                    config=RunnerConfig(max_records=7, poll_timeout_ms=0, commit_interval_s=0.0,
+                                        checkpoint_interval_s=0.0, backoff_initial_s=60.0, backoff_max_s=60.0))
+    threading.Timer(0.5, runner.request_stop).start()
+    started = time.monotonic()
+    runner.run()
+    assert time.monotonic() - started < 30.0  # the 60 s backoff wait was cut short by the stop request
+    assert source.committed == {}
 
 
 def test_a_checkpoint_that_does_not_fit_the_models_is_refused_with_a_clear_message(tmp_path: Path) -> None:

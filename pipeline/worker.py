@@ -46,6 +46,7 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     from pipeline.observability import RunnerMetrics
     from pipeline.runner import Runner, RunnerConfig
     from sinks.redis_sink import RedisAlertSink
+    from stream_models import checkpoint
     from stream_models.device import pick_device, set_torch_threads
 
     set_torch_threads(settings.runner.torch_threads)
@@ -57,6 +58,9 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     metrics.device.labels(device=str(device)).set(1)
     state_dir = settings.runner.state_dir
     r = settings.runner
+    checkpoint_path, checkpoint_lock = checkpoint.claim(
+        state_dir / f"{settings.kafka.group_id}-{'+'.join(settings.domains())}.ckpt")
+    log.info("checkpoint file claimed: %s", checkpoint_path)
     store = open_partition_store(settings)
     runner = Runner(
         consumer, sink, DeadLetterQueue(producer), processors, labels_topic=settings.topics.labels,
@@ -65,7 +69,7 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
             checkpoint_interval_s=r.checkpoint_interval_s, backoff_initial_s=r.backoff_initial_s,
             backoff_max_s=r.backoff_max_s, idle_timeout_s=idle_timeout_s, max_events=max_events,
             flush_alerts_every_batch=r.flush_alerts_every_batch,
-            checkpoint_path=state_dir / f"{settings.kafka.group_id}-{'+'.join(settings.domains())}.ckpt",
+            checkpoint_path=checkpoint_path,
         ),
         metrics=metrics, checkpoint_meta={"config": settings.masked()},
         partition_store=store,
@@ -73,7 +77,7 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     )
 
     runner.checkpoint_hooks.append(promotion.checkpoint_hook(state_dir))
-    closers: list[Callable[[], None]] = [consumer.close, producer.close, sink.close]
+    closers: list[Callable[[], None]] = [consumer.close, producer.close, sink.close, checkpoint_lock.close]
     if settings.model_sync.enabled:
         from pipeline.model_sync import WorkerModelSync, WorkerModelSyncConfig
 

@@ -18,11 +18,13 @@ crafted file cannot run code. Numpy arrays are stored as tensors and come back a
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -54,6 +56,27 @@ def save(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(directory)
+
+
+def claim(path: str | os.PathLike[str], max_workers: int = 1024) -> tuple[Path, IO[str]]:
+    """The first file of `path`'s family (`path`, then `<stem>-worker2<suffix>`, ...) no live process holds.
+
+    Each is held with an exclusive lock on `<file>.lock` for as long as the returned lock file stays open
+    (the OS releases it when the process dies, even by kill -9), so workers sharing a state directory never
+    write one checkpoint, and a restarted worker takes back the lowest free one.
+    """
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, max_workers + 1):
+        candidate = base if n == 1 else base.with_name(f"{base.stem}-worker{n}{base.suffix}")
+        lock = open(candidate.with_name(candidate.name + ".lock"), "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return candidate, lock
+    raise CheckpointError(f"{max_workers} workers already hold checkpoints like {base} in {base.parent}")
 
 
 def load(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -154,3 +154,17 @@ def test_cuda_or_noncontiguous_inputs_come_back_as_plain_cpu_values():
     np.testing.assert_array_equal(loaded["a"], arr)
     np.testing.assert_array_equal(loaded["b"], big_endian)
     assert loaded["t"].device.type == "cpu"
+
+
+def test_workers_sharing_a_state_dir_each_claim_their_own_checkpoint_file(tmp_path) -> None:
+    from stream_models.checkpoint import claim
+
+    base = tmp_path / "g-transactions.ckpt"
+    first, first_lock = claim(base)
+    second, second_lock = claim(base)
+    assert first == base and second == tmp_path / "g-transactions-worker2.ckpt"
+    second_lock.close()  # that worker died: a restarted one takes its file back, not the live worker's
+    again, again_lock = claim(base)
+    assert again == second
+    first_lock.close()
+    again_lock.close()

@@ -163,7 +163,9 @@ def events_from_simulator(
 ) -> Iterator[Any]:
     """Simulated events: `transactions` / `sensors`, or `labels` (the transaction simulator's fraud labels).
 
-    `params` go to `TransactionSimulator` / `SensorSimulator` (n_customers, days, n_devices...).
+    `params` go to `TransactionSimulator` / `SensorSimulator` (n_customers, days, n_devices...). Event ids
+    carry the seed and a run id, random unless `run=` is given: labels carry the ids of the transactions
+    simulated with the same seed, sizes and `run`.
     """
     from ingest.simulator import SensorSimulator, TransactionSimulator
 

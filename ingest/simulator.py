@@ -1,7 +1,7 @@
 """Deterministic, labelled simulators of card transactions and multichannel sensor streams.
 
 Everything is drawn from one seeded `numpy.random.Generator` with vectorised numpy, so the
-same arguments always give the same events (100k transactions take well under a second).
+same arguments (`run` included) always give the same events (100k transactions take well under a second).
 
 `TransactionSimulator`: customers with a home location and a spending profile use terminals
 near home, mostly around midday. Fraud patterns, each labelled 1 with its scenario name:
@@ -20,16 +20,23 @@ correlation breaks).
 Both have `events()` (time order), `labels()`, `to_frame()` and `write(path)` (CSV or Parquet),
 whose files `ingest.replay.FileSource` reads back into the same events.
 
->>> sim = TransactionSimulator(seed=1, n_customers=50, n_terminals=40, days=3)
+Event ids are `<id_prefix>-s<seed>-<run>-<n:09d>`: `run` is random per simulator unless given, so two runs
+never share ids (alerts are deduplicated by event id); pass `run` for reproducible ids. A simulator's
+labels carry its events' ids.
+
+>>> sim = TransactionSimulator(seed=1, n_customers=50, n_terminals=40, days=3, run="r1")
 >>> events = list(sim.events())
 >>> all(a.ts <= b.ts for a, b in zip(events, events[1:]))
 True
->>> events[0] == next(TransactionSimulator(seed=1, n_customers=50, n_terminals=40, days=3).events())
+>>> events[0].event_id
+'tx-s1-r1-000000000'
+>>> events[0] == next(TransactionSimulator(seed=1, n_customers=50, n_terminals=40, days=3, run="r1").events())
 True
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +95,11 @@ def _write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+def new_run_id() -> str:
+    """A short random run id for event ids (8 hex digits)."""
+    return uuid.uuid4().hex[:8]
+
+
 def _ids(prefix: str, n: int, width: int = 9) -> list[str]:
     return [f"{prefix}-{i:0{width}d}" for i in range(n)]
 
@@ -116,10 +128,12 @@ class TransactionSimulator:
     label_delay_s: float = 7 * DAY_S
     currency: str = "EUR"
     id_prefix: str = "tx"
+    run: str | None = None  # in the event ids; None: new_run_id()
 
     def __post_init__(self) -> None:
         if self.n_customers < 1 or self.n_terminals < 1 or self.days < 1:
             raise ValueError("n_customers, n_terminals and days must be >= 1")
+        self.run = self.run or new_run_id()
         self._data: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ generation
@@ -246,6 +260,9 @@ class TransactionSimulator:
     def __len__(self) -> int:
         return int(self.data["ts"].size)
 
+    def event_ids(self) -> list[str]:
+        return _ids(f"{self.id_prefix}-s{self.seed}-{self.run}", len(self))
+
     @property
     def is_fraud(self) -> np.ndarray:
         return self.data["scenario"] != 0
@@ -253,10 +270,9 @@ class TransactionSimulator:
     # ------------------------------------------------------------------ outputs
     def to_frame(self) -> pd.DataFrame:
         d = self.data
-        n = d["ts"].size
         return pd.DataFrame(
             {
-                "event_id": _ids(self.id_prefix, n),
+                "event_id": self.event_ids(),
                 "ts": d["ts"],
                 "card_id": [f"card-{c:06d}" for c in d["card"].tolist()],
                 "terminal_id": [f"term-{t:06d}" for t in d["terminal"].tolist()],
@@ -289,7 +305,7 @@ class TransactionSimulator:
         By default only frauds (chargebacks): after the delay an unlabelled transaction counts as genuine.
         """
         return _labels(
-            _ids(self.id_prefix, len(self)),
+            self.event_ids(),
             self.data["ts"],
             self.is_fraud,
             self.label_delay_s,
@@ -335,6 +351,7 @@ class SensorSimulator:
     segment_steps: tuple[int, int] = (20, 120)
     label_delay_s: float = 0.0
     id_prefix: str = "sr"
+    run: str | None = None  # in the event ids; None: new_run_id()
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, int):
@@ -348,6 +365,7 @@ class SensorSimulator:
             raise ValueError("channels must be a positive count or distinct names")
         if self.n_devices < 1 or self.n_steps < 1:
             raise ValueError("n_devices and n_steps must be >= 1")
+        self.run = self.run or new_run_id()
         self.channel_names: list[str] = names
         self._data: dict[str, np.ndarray] | None = None
 
@@ -431,6 +449,9 @@ class SensorSimulator:
     def __len__(self) -> int:
         return int(self.data["ts"].size)
 
+    def event_ids(self) -> list[str]:
+        return _ids(f"{self.id_prefix}-s{self.seed}-{self.run}", len(self))
+
     @property
     def is_anomaly(self) -> np.ndarray:
         return self.data["scenario"] != 0
@@ -440,10 +461,9 @@ class SensorSimulator:
 
     def to_frame(self) -> pd.DataFrame:
         d = self.data
-        n = d["ts"].size
         frame = pd.DataFrame(
             {
-                "event_id": _ids(self.id_prefix, n),
+                "event_id": self.event_ids(),
                 "ts": d["ts"],
                 "device_id": np.asarray(self.device_ids(), dtype=object)[d["device"]],
             }
@@ -458,7 +478,7 @@ class SensorSimulator:
         d = self.data
         names = self.channel_names
         devices = self.device_ids()
-        ids = _ids(self.id_prefix, len(self))
+        ids = self.event_ids()
         for eid, ts, dev, row in zip(
             ids, d["ts"].tolist(), d["device"].tolist(), d["values"].tolist(), strict=True
         ):
@@ -467,7 +487,7 @@ class SensorSimulator:
     def labels(self, include_normal: bool = False) -> list[Label]:
         """Label events (ts = event ts + label_delay_s); by default only the anomalous readings."""
         return _labels(
-            _ids(self.id_prefix, len(self)),
+            self.event_ids(),
             self.data["ts"],
             self.is_anomaly,
             self.label_delay_s,

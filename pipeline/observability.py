@@ -89,14 +89,33 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+# Our loggers log at the configured level; every other library's (kafka, urllib3, redis, torch...) at WARNING
+# or above, unless the level is DEBUG.
+OWN_LOGGERS = ("streamwarden", "pipeline", "ingest", "sinks", "stream_models", "evaluation", "bench")
+
+
+def _not_topic_auto_create(record: logging.LogRecord) -> bool:
+    # kafka-python logs this at ERROR while a topic it asked for is auto-created (or not created yet).
+    return record.msg != "Topic %s not found in cluster metadata"
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route the `streamwarden`, `pipeline`, `ingest`, `sinks` and `stream_models` loggers to stderr."""
+    """Route logs to stderr: our packages' (OWN_LOGGERS) at `level`, other libraries' at WARNING or above;
+    `level` DEBUG turns every logger to DEBUG, kafka-python's topic auto-create "error" included."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    number = logging.getLevelNamesMapping()[level.upper()]
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    root.setLevel(number if number <= logging.DEBUG else max(number, logging.WARNING))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(number)
+    kafka_cluster = logging.getLogger("kafka.cluster")
+    if number <= logging.DEBUG:
+        kafka_cluster.removeFilter(_not_topic_auto_create)
+    else:
+        kafka_cluster.addFilter(_not_topic_auto_create)
     logging.Formatter.converter = time.gmtime

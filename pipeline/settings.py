@@ -2,7 +2,8 @@
 
 Precedence (highest first): explicit overrides (CLI flags), environment variables, the YAML file
 (`--config FILE` or `STREAMWARDEN_CONFIG`), the shorthands `STREAMWARDEN_KAFKA` (bootstrap servers)
-and `STREAMWARDEN_REDIS_URL`, then the defaults below. Unknown keys are rejected with their name.
+and `STREAMWARDEN_REDIS_URL`, then the defaults below. Unknown keys, and `STREAMWARDEN_*` variables that
+name no section (see OTHER_ENV_VARS), are rejected with their name.
 
 >>> s = Settings()
 >>> s.kafka.security_protocol
@@ -39,6 +40,16 @@ CONFIG_ENV = "STREAMWARDEN_CONFIG"
 # Single-value shorthands other tools (tests, `dev up`) already use; not nested sections.
 KAFKA_SHORTHAND_ENV = "STREAMWARDEN_KAFKA"
 REDIS_SHORTHAND_ENV = "STREAMWARDEN_REDIS_URL"
+# Every other STREAMWARDEN_* name must start with a settings section (`STREAMWARDEN_RUNNER__...`).
+OTHER_ENV_VARS = frozenset({
+    CONFIG_ENV, KAFKA_SHORTHAND_ENV, REDIS_SHORTHAND_ENV,
+    # read by pipeline.services (`streamwarden dev up`, the demo, tests, bench)
+    "STREAMWARDEN_HOME", "STREAMWARDEN_KAFKA_PORT", "STREAMWARDEN_KAFKA_CONTROLLER_PORT", "STREAMWARDEN_REDIS_PORT",
+    "STREAMWARDEN_KAFKA_VERSION", "STREAMWARDEN_KAFKA_SECURE",
+    "STREAMWARDEN_KEEP_SERVICES",  # tests/conftest.py and bench: leave the local services up
+    "STREAMWARDEN_DEVICE",  # stream_models.device
+    "STREAMWARDEN_FRAUD_DATA",  # bench/fraud_quality.py
+})
 MASK = "**********"
 
 Domain = Literal["transactions", "sensors"]
@@ -381,10 +392,27 @@ class BacktestSettings(_Section):
     max_reject_share: float = Field(0.5, ge=0, le=1, description="a backtest rejecting more of its input fails")
 
 
+def _check_env_names(environ: Mapping[str, str], sections: list[str]) -> None:
+    """Raise ConfigError for a `STREAMWARDEN_*` variable that names no section (pydantic-settings ignores those;
+    unknown keys inside a section fail validation). Case-insensitive, like pydantic-settings."""
+    others = {name.lower() for name in OTHER_ENV_VARS}
+    for name in environ:
+        lower = name.lower()
+        if not lower.startswith(ENV_PREFIX.lower()) or lower in others:
+            continue
+        section = lower[len(ENV_PREFIX):].split("__", 1)[0]
+        if section not in sections:
+            hint = "" if "__" in name else f"; other variables: {', '.join(sorted(OTHER_ENV_VARS))}"
+            raise ConfigError(f"unknown environment variable {name}: no settings section {section!r} "
+                              f"(sections: {', '.join(sections)}{hint})")
+
+
 class _EnvWithoutShorthands(EnvSettingsSource):
-    """The standard env source, minus the single-value shorthands (they are not JSON sections)."""
+    """The standard env source, minus the single-value shorthands (they are not JSON sections), rejecting
+    variables that name no section."""
 
     def _load_env_vars(self) -> Mapping[str, str | None]:
+        _check_env_names(os.environ, list(self.settings_cls.model_fields))
         skip = {KAFKA_SHORTHAND_ENV.lower(), REDIS_SHORTHAND_ENV.lower(), CONFIG_ENV.lower()}
         return {k: v for k, v in super()._load_env_vars().items() if k.lower() not in skip}
 

@@ -1,16 +1,14 @@
-"""`streamwarden alerts tail`: print alerts from the Redis stream as readable lines, a table, or JSON lines."""
+"""`streamwarden alerts tail`: print alerts from the Redis stream as readable lines or JSON lines."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from itertools import islice
 
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from sinks.alert import Alert
@@ -37,10 +35,9 @@ def format_features(alert: Alert, k: int = 3) -> str:
     return ", ".join(f"{name}={value:.3g}" for name, value in alert.top_features[:k])
 
 
-def alert_line(alert: Alert) -> Text:
-    """One readable line: event time, domain, entity, score vs threshold, top features, ids."""
+def _head(alert: Alert) -> Text:
     ratio = alert.score / alert.threshold if alert.threshold > 0 else float("inf")
-    line = Text.assemble(
+    return Text.assemble(
         (format_ts(alert.event_ts), "dim"),
         "  ",
         (f"{alert.domain:<12}", "cyan"),
@@ -51,36 +48,51 @@ def alert_line(alert: Alert) -> Text:
         f" > {alert.threshold:.4g}",
         (f" (x{ratio:.2f})" if ratio != float("inf") else "", "dim"),
     )
-    features = format_features(alert)
-    if alert.reason:
-        line.append("  " + alert.reason, style="yellow")
-    elif features:
-        line.append("  " + features, style="yellow")
+
+
+def _why(alert: Alert) -> Text:
+    parts = [Text(alert.reason or format_features(alert), style="yellow")]
     if alert.warming_up:
-        line.append("  (models warming up)", style="dim")
+        parts.append(Text("(models warming up)", style="dim"))
     if alert.episode:
-        line.append(f"  [episode {alert.episode}]", style="magenta")
-    line.append(f"  [{alert.event_id} {alert.model_version}]", style="dim")
+        parts.append(Text(f"[episode {alert.episode}]", style="magenta"))
     if alert.label is not None:
-        line.append(f" label={alert.label}", style="magenta")
-    return line
+        parts.append(Text(f"label={alert.label}", style="magenta"))
+    return Text("  ").join(part for part in parts if part)
 
 
-def alerts_table(items: Iterable[Alert]) -> Table:
-    table = Table(title="streamwarden alerts", header_style="bold")
-    for column in ("event time (UTC)", "domain", "entity", "score", "threshold", "why (top features)", "event id"):
-        table.add_column(column, justify="right" if column in ("score", "threshold") else "left")
-    for a in items:
-        table.add_row(
-            format_ts(a.event_ts),
-            a.domain,
-            a.entity,
-            f"{a.score:.4g}",
-            f"{a.threshold:.4g}",
-            a.reason or format_features(a),
-            a.event_id,
-        )
-    return table
+class AlertLine:
+    """An alert on one line: event time, domain, entity, score vs threshold, why (its reason, else its top
+    features), event id and model version. Where that is wider than the console, the why and the ids fold
+    onto indented lines below; printed with `soft_wrap=True` it stays one line."""
+
+    INDENT = 4
+
+    def __init__(self, alert: Alert) -> None:
+        self.head, self.why = _head(alert), _why(alert)
+        self.ids = Text(f"[{alert.event_id} {alert.model_version}]", style="dim")
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        line = Text("  ").join(part for part in (self.head, self.why, self.ids) if part)
+        if options.no_wrap or line.cell_len <= options.max_width:
+            yield line
+            return
+        yield self.head
+        width = max(20, options.max_width - self.INDENT)
+        lines = list(self.why.wrap(console, width)) if self.why else []
+        for folded in lines:
+            folded.rstrip()
+        if lines and lines[-1].cell_len + 2 + self.ids.cell_len <= width:
+            lines[-1].append("  ").append_text(self.ids)  # the ids stay whole
+        else:
+            lines.append(self.ids)
+        for folded in lines:
+            yield Text(" " * self.INDENT) + folded
+
+
+def alert_line(alert: Alert) -> AlertLine:
+    """The readable rendering of one alert (see AlertLine)."""
+    return AlertLine(alert)
 
 
 def tail_alerts(
@@ -103,8 +115,9 @@ def tail_alerts(
 
     Without `group`: reads the stream from `since` (default: new alerts only when following, else from the
     start). With `group`: a consumer group member (`consumer` defaults to tail-<host>-<pid>) that acks what
-    it printed and resumes where the group stopped. `as_json` prints one JSON object per line; without
-    follow and without JSON the alerts come as one table. `limit` stops after that many alerts.
+    it printed and resumes where the group stopped. `as_json` prints one JSON object per line, else each alert
+    is a readable line (AlertLine: folded to the terminal's width, one line when piped). `limit` stops after
+    that many alerts.
     When following, a Redis outage is waited out (notice on stderr) and reading resumes where it stopped.
     """
     console = console or Console()
@@ -121,13 +134,6 @@ def tail_alerts(
                 )
             return sub.iter_stream(since=start, domain=domain, follow=follow, block_ms=block_ms)
 
-        if not as_json and not follow:
-            collected = list(islice(items(), limit))
-            console.print(alerts_table(item.alert for item in collected))
-            if group:
-                sub.ack(group, *(item.id for item in collected))
-            return len(collected)
-
         printed = 0
         delay = 0.1
         while True:
@@ -139,7 +145,7 @@ def tail_alerts(
                         console.file.write(item.alert.to_json().decode() + "\n")
                         console.file.flush()
                     else:
-                        console.print(alert_line(item.alert), soft_wrap=True)
+                        console.print(alert_line(item.alert), soft_wrap=not console.is_terminal)  # pipes: grep
                     printed += 1
                     if group:
                         sub.ack(group, item.id)  # printed = handled

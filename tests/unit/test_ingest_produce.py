@@ -128,3 +128,12 @@ def test_events_from_simulator_domains() -> None:
         events_from_simulator("labels", seed=1, n_customers=200, days=20, compromised_terminals_per_day=1)
     )
     assert labels and all(isinstance(x, Label) and x.label == 1 for x in labels)
+
+
+def test_simulated_labels_match_the_transactions_of_the_same_run() -> None:
+    sizes = dict(seed=2, n_customers=100, n_terminals=100, days=10, compromised_terminals_per_day=1)
+    txs = {e.event_id for e in events_from_simulator("transactions", run="r1", **sizes)}
+    labels = [x.event_id for x in events_from_simulator("labels", run="r1", **sizes)]
+    assert labels and set(labels) <= txs
+    again = {e.event_id for e in events_from_simulator("transactions", **sizes)}
+    assert again.isdisjoint(txs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,10 +29,25 @@ def replay(path: Path, domain: str) -> list:
     return events
 
 
-def test_transactions_are_deterministic_per_seed() -> None:
-    a, b, c = list(small_tx(1).events()), list(small_tx(1).events()), list(small_tx(2).events())
+def test_transactions_are_deterministic_per_seed_and_run() -> None:
+    a, b, c = list(small_tx(1, run="r").events()), list(small_tx(1, run="r").events()), list(small_tx(2, run="r").events())
     assert a == b
     assert a != c
+
+
+@pytest.mark.parametrize("make", [lambda **kw: small_tx(3, days=2, **kw),
+                                  lambda **kw: SensorSimulator(seed=3, n_devices=2, n_steps=300, **kw)])
+def test_event_ids_carry_seed_and_run_new_per_simulator_unless_given(make: Any) -> None:
+    first, second = make().event_ids(), make().event_ids()
+    assert set(first).isdisjoint(second)  # a second run's alerts are not taken for the first's
+    assert make(run="fixed").event_ids() == make(run="fixed").event_ids()
+    prefix = "tx" if first[0].startswith("tx") else "sr"
+    assert make(run="fixed").event_ids()[12] == f"{prefix}-s3-fixed-000000012"
+    sim = make()
+    labels = sim.labels()
+    events = {e.event_id: e.ts for e in sim.events()}
+    assert labels and all(lab.event_id in events for lab in labels)
+    assert set(sim.to_frame().event_id) == set(events)
 
 
 def test_transactions_are_in_time_order_with_wire_fields() -> None:
@@ -93,8 +109,8 @@ def test_hundred_thousand_transactions_at_default_density() -> None:
 
 
 def test_sensor_simulator_is_deterministic_and_labelled() -> None:
-    sim = SensorSimulator(seed=3, n_devices=2, channels=5, n_steps=8000)
-    again = SensorSimulator(seed=3, n_devices=2, channels=5, n_steps=8000)
+    sim = SensorSimulator(seed=3, n_devices=2, channels=5, n_steps=8000, run="r")
+    again = SensorSimulator(seed=3, n_devices=2, channels=5, n_steps=8000, run="r")
     events = list(sim.events())
     assert events == list(again.events())
     assert len(events) == 16000 and {e.device_id for e in events} == {"dev-000", "dev-001"}

@@ -136,3 +136,25 @@ def test_detector_params_from_environment_variables_are_read_as_values(monkeypat
     monkeypatch.setenv("STREAMWARDEN_TRANSACTIONS__PARAMS__DENSE_AUTOENCODER__LR", "0.01")
     params = load_settings().transactions.params
     assert params["dense_autoencoder"] == {"hidden": [8, 4], "lr": 0.01}
+
+
+def test_env_var_naming_no_section_is_rejected_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMWARDEN_KAFKAA__X", "1")
+    with pytest.raises(ConfigError, match=r"STREAMWARDEN_KAFKAA__X: no settings section 'kafkaa' \(sections: kafka, "):
+        load_settings()
+    monkeypatch.delenv("STREAMWARDEN_KAFKAA__X")
+    monkeypatch.setenv("streamwarden_redis_urll", "redis://r:6379/0")  # case-insensitive, like the settings
+    with pytest.raises(ConfigError, match="streamwarden_redis_urll.*STREAMWARDEN_REDIS_URL"):
+        load_settings()
+
+
+def test_shorthands_and_tool_variables_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.settings import OTHER_ENV_VARS
+
+    for name in OTHER_ENV_VARS:
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("STREAMWARDEN_CONFIG", str(write(tmp_path, "runner:\n  max_records: 9\n")))
+    monkeypatch.setenv("STREAMWARDEN_REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("STREAMWARDEN_MODEL_SYNC__ENABLED", "true")
+    settings = load_settings()
+    assert settings.runner.max_records == 9 and settings.model_sync.enabled and settings.kafka.bootstrap_servers == "1"

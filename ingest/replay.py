@@ -1,4 +1,4 @@
-"""Replay sources with `BatchConsumer`'s poll interface: a CSV/Parquet file, or a Kafka offset/timestamp range.
+"""Replay sources with `BatchConsumer`'s poll interface: a CSV/Parquet file, or a Kafka range.
 
 Both yield `Record`s of wire bytes, so the runner decodes and validates replayed events exactly
 as live ones. Both end: `poll()` returns `[]` once everything is read and `.exhausted` is True.
@@ -13,6 +13,9 @@ by default from every other numeric column. A missing `event_id` becomes `<file 
 missing sensor `device_id` the file stem. `ts` may be epoch seconds, epoch milliseconds
 (values above 1e11) or date-times (naive ones are UTC). With a `label` column (mapped or named
 `label`), labels are available per offset (`labels`) and per event id (`labels_by_event_id`).
+
+`KafkaRangeSource` selects by offsets, by the events' own time (`ts`, read from the wire JSON) or by
+the broker's record timestamps; see its doc.
 """
 
 from __future__ import annotations
@@ -417,14 +420,37 @@ class FileSource:
         """Nothing to release: the file was read at construction."""
 
 
+class _Ts(msgspec.Struct):
+    ts: float = math.nan
+
+
+_ts_decoder = msgspec.json.Decoder(_Ts)
+
+
+def _within(value: bytes | None, lo: float, hi: float) -> bool:
+    """False only when `value` has a numeric `ts` outside [lo, hi) (epoch seconds)."""
+    try:
+        ts = _ts_decoder.decode(value).ts  # type: ignore[arg-type]
+    except Exception:  # not JSON, not an object, ts not a number, no value: the decoder rejects it
+        return True
+    return math.isnan(ts) or lo <= ts < hi
+
+
 class KafkaRangeSource:
     """Read a topic between two bounds without joining a group: assigned partitions, never commits.
 
-    `start` / `end` are offsets (`by="offset"`: an int for every partition, or {partition: offset})
-    or timestamps in epoch milliseconds (`by="timestamp"`, resolved with `offsets_for_times`).
+    `start` / `end` are, by `by`:
+    - "offset": offsets (an int for every partition, or {partition: offset});
+    - "event_time": epoch milliseconds compared with each event's own `ts` (epoch seconds on the
+      wire). Every partition is read from its beginning to its end offset and records with
+      start <= ts * 1000 < end are kept; records without a readable numeric `ts` are kept too, so the
+      decoder rejects them as it would live (they are not silently lost). `skipped` counts the
+      records left out for their `ts`;
+    - "timestamp": epoch milliseconds of the broker's record timestamps (resolved with
+      `offsets_for_times`); records whose own timestamp falls outside [start, end) are dropped too,
+      so a partition with out-of-order timestamps never leaks records from outside.
     `start=None` is the beginning, `end=None` the end offsets at construction time; the range is
-    [start, end). With timestamps, records whose own timestamp falls outside [start, end) are
-    dropped too, so a partition with out-of-order timestamps never leaks records from outside.
+    [start, end).
     """
 
     def __init__(
@@ -442,10 +468,18 @@ class KafkaRangeSource:
         from kafka.errors import KafkaTimeoutError
         from kafka.structs import TopicPartition
 
-        if by not in ("offset", "timestamp"):
-            raise ValueError("by must be 'offset' or 'timestamp'")
+        if by not in ("offset", "event_time", "timestamp"):
+            raise ValueError("by must be 'offset', 'event_time' or 'timestamp'")
         self.topic = topic
         self.by = by
+        self.skipped = 0
+        self._event_bounds: tuple[float, float] | None = None
+        if by == "event_time":  # any offset may hold any event time: read everything, filter in poll
+            if isinstance(start, Mapping) or isinstance(end, Mapping):
+                raise ValueError("event-time bounds are one epoch-ms value each, not per partition")
+            self._event_bounds = (-math.inf if start is None else start / 1000.0,
+                                  math.inf if end is None else end / 1000.0)
+            start = end = None
         settings = {
             "bootstrap_servers": bootstrap_servers,
             "group_id": None,
@@ -527,6 +561,7 @@ class KafkaRangeSource:
         except Exception as e:
             raise IngestError(f"replay poll of {self.topic} failed: {e}", retriable=True) from e
         lo_ts, hi_ts = self._ts_bounds
+        event_bounds = self._event_bounds
         out: list[Record] = []
         for tp, messages in batches.items():
             if tp in self._done:
@@ -538,6 +573,9 @@ class KafkaRangeSource:
                 if (lo_ts is not None and m.timestamp < lo_ts) or (
                     hi_ts is not None and m.timestamp >= hi_ts
                 ):
+                    continue
+                if event_bounds is not None and not _within(m.value, *event_bounds):
+                    self.skipped += 1
                     continue
                 out.append(Record.from_kafka(m))
         for tp in self._tps:

@@ -4,7 +4,14 @@ Progressive validation: every event is scored before the model learns from it. L
 the input (a `label` column, or the `labels` topic for Kafka input) are revealed to the learner
 only once event time has passed the event's time plus the label delay, as chargebacks would be.
 Input: a CSV/Parquet file (any columns, with `--columns` mapping wire fields to file columns), or
-`kafka://TOPIC?from=A&to=B` where A/B are offsets (integers) or date-times (timestamps).
+`kafka://TOPIC?from=A&to=B[&time=event|broker][&labels=TOPIC]`. A/B are offsets (integers, per
+partition) or date-times (naive = UTC); either may be left out. Date-times select by event time by
+default: every partition is read to its end offset and the events with A <= ts < B are kept (events
+without a readable `ts` are rejects, as live). `time=broker` selects by the broker's record
+timestamps instead (when the records were produced, not when the events happened).
+
+A backtest that scores no event, or rejects more than `backtest.max_reject_share` of its input, has
+its reason in `BacktestResult.problem` (the report is still written); the CLI exits 1 with it.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +53,7 @@ class KafkaInput:
     topic: str
     start: int | None
     end: int | None
-    by: str  # "offset" or "timestamp" (epoch ms)
+    by: str  # "offset", or for epoch-ms bounds "event_time" (the events' ts) or "timestamp" (broker time)
     labels_topic: str | None
 
 
@@ -56,13 +64,13 @@ def _bound(values: list[str] | None) -> tuple[int | None, str | None]:
     if raw.lstrip("-").isdigit():
         return int(raw), "offset"
     try:
-        return int(pd.Timestamp(raw, tz="UTC").timestamp() * 1000), "timestamp"
+        return int(pd.Timestamp(raw, tz="UTC").timestamp() * 1000), "time"
     except ValueError as exc:
         raise ConfigError(f"--input: {raw!r} is neither an offset nor a date-time") from exc
 
 
 def parse_input(spec: str, default_labels_topic: str = LABELS_TOPIC) -> Path | KafkaInput:
-    """A file path, or `kafka://topic?from=...&to=...[&labels=topic]` (offsets or ISO date-times)."""
+    """A file path, or `kafka://topic?from=...&to=...[&time=event|broker][&labels=topic]` (see the module doc)."""
     if not spec.startswith("kafka://"):
         path = Path(spec)
         if not path.is_file():
@@ -73,15 +81,23 @@ def parse_input(spec: str, default_labels_topic: str = LABELS_TOPIC) -> Path | K
     if not topic:
         raise ConfigError("--input kafka:// needs a topic: kafka://TOPIC?from=...&to=...")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"from", "to", "labels"}
+    unknown = set(query) - {"from", "to", "time", "labels"}
     if unknown:
-        raise ConfigError(f"--input: unknown parameter(s) {sorted(unknown)}; use from, to, labels")
+        raise ConfigError(f"--input: unknown parameter(s) {sorted(unknown)}; use from, to, time, labels")
     start, by_start = _bound(query.get("from"))
     end, by_end = _bound(query.get("to"))
     if by_start and by_end and by_start != by_end:
         raise ConfigError("--input: from and to must both be offsets or both date-times")
+    by = by_start or by_end or "offset"
+    clock = query.get("time", [None])[0]
+    if clock not in (None, "event", "broker"):
+        raise ConfigError(f"--input: time={clock} must be event (the events' ts, default) or broker")
+    if clock and by == "offset" and (start is not None or end is not None):
+        raise ConfigError("--input: time= applies to date-time bounds, not offsets")
+    if by == "time":
+        by = "timestamp" if clock == "broker" else "event_time"
     labels = query.get("labels", [default_labels_topic])[0] or None
-    return KafkaInput(topic, start, end, by_start or by_end or "offset", labels)
+    return KafkaInput(topic, start, end, by, labels)
 
 
 class DelayedLabels:
@@ -161,6 +177,32 @@ class BacktestResult:
     labels_revealed: int
     report: Path | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    problem: str | None = None  # why the backtest counts as failed (nothing scored, too many rejects)
+
+
+def find_problem(events: int, rejects: Sequence[Any], max_reject_share: float, selection: str = "") -> str | None:
+    """None when the backtest scored something and rejected at most `max_reject_share` of its input (scored +
+    rejected events); else one line: the problem, the counts, the commonest reject reasons with an example.
+    `selection` says what the input's range left out; it is shown when nothing was scored."""
+    total = events + len(rejects)
+    note = f" ({selection})" if selection else ""
+    if events == 0 and not rejects:
+        return f"scored no events: the input held none{note}"
+    if events == 0:
+        problem = f"scored no events: all {total} input events were rejected{note}"
+    elif len(rejects) > max_reject_share * total:
+        problem = (f"rejected {len(rejects)} of {total} input events ({len(rejects) / total:.0%}), more than "
+                   f"backtest.max_reject_share = {max_reject_share:g}")
+    else:
+        return None
+    examples: dict[str, str] = {}
+    for reject in rejects:
+        examples.setdefault(reject.reason.value, reject.detail)
+    reasons = "; ".join(f"{reason} x{n}, e.g. {examples[reason][:200]}"
+                        for reason, n in Counter(r.reason.value for r in rejects).most_common(2))
+    fix = "" if events == 0 else (" (fix the input or --columns, or raise backtest.max_reject_share, "
+                                  "e.g. STREAMWARDEN_BACKTEST__MAX_REJECT_SHARE=0.9)")
+    return f"{problem}{fix}; most common: {reasons}"
 
 
 def _kafka_labels(settings: Settings, topic: str) -> dict[str, int]:
@@ -269,23 +311,37 @@ def run_backtest(
         frame["label"] = frame["event_id"].map(lambda e: truth.get(e, 0)).astype(float)  # unlabelled = genuine
     else:
         frame["label"] = frame["event_id"].map(truth).astype(float)
+    rejects = [r for r in dlq.rejects if r.record.topic == topic]  # not the (generated) labels
     result = BacktestResult(frame, list(sink.alerts), stats, len(dlq.rejects), wrapped.revealed)
+    result.problem = find_problem(stats.events, rejects, settings.backtest.max_reject_share, _selection(spec, source))
     if report_dir is not None:
         from evaluation.report import all_metrics, write_report
 
         summary = {
             "input": input_spec, "domain": domain, "events": stats.events, "rejects": len(dlq.rejects),
+            "reject reasons": ", ".join(f"{k}: {n}" for k, n in Counter(r.reason.value for r in rejects).most_common())
+            or "–",
+            "problem": result.problem or "–",
             "alerts": len(sink.alerts), "labels revealed": wrapped.revealed, "label delay (s)": delay,
             "champion": processor.detector_name, "challengers": ", ".join(model.challengers) or "–",
             "wall time (s)": round(elapsed, 2), "events/s": round(stats.events / elapsed, 1) if elapsed else None,
         }
-        window = {"evaluate_from": evaluate_from, "evaluate_to": evaluate_to, "known_entity_days": known_entity_days,
+        window: dict[str, Any] = {"evaluate_from": evaluate_from, "evaluate_to": evaluate_to, "known_entity_days": known_entity_days,
                   "label_delay_s": delay, "period": period}
         result.report = write_report(frame, Path(report_dir), summary=summary, k=settings.backtest.precision_k,
                                      **window)
         result.metrics = [m.row() for m in all_metrics(frame, k=settings.backtest.precision_k, after_warmup=True,
                                                        **window)]
     return result
+
+
+def _selection(spec: Path | KafkaInput, source: Any) -> str:
+    """What a date-time range left out of the input, for the message of a backtest that scored nothing."""
+    if isinstance(spec, KafkaInput) and spec.by == "event_time":
+        return f"{source.skipped} record(s) of {spec.topic} left out: ts outside [from, to)"
+    if isinstance(spec, KafkaInput) and spec.by == "timestamp":
+        return "time=broker selects by when the records were produced; leave it out to select by the events' ts"
+    return ""
 
 
 def _progress(total: int | None, enabled: bool) -> tuple[Any, Any]:

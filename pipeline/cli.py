@@ -139,11 +139,14 @@ def produce(
     seed: int = typer.Option(0, help="simulator seed"),
     scale: int = typer.Option(200, help="simulator: customers and terminals (transactions) or steps x 10 (sensors)"),
     days: int = typer.Option(7, help="simulator: days of transactions"),
+    run_id: str | None = typer.Option(None, "--run-id", help="simulator: run id in the event ids (default: a new "
+                                      "one, printed); give a transactions run's id to produce its labels"),
     config: Path | None = ConfigOption,
 ) -> None:
     """Send events from a file or the built-in simulator to Kafka."""
     from ingest.produce import events_from_file, events_from_simulator, produce_events
     from ingest.producer import EventProducer
+    from ingest.simulator import new_run_id
 
     settings = settings_or_exit(config)
     security = settings.kafka.client_config()
@@ -152,9 +155,12 @@ def produce(
     if input is not None:
         events: Any = events_from_file(input, domain, columns=columns)
     elif domain == "sensors":
-        events = events_from_simulator("sensors", seed=seed, limit=limit, n_steps=scale * 10)
+        run_id = run_id or new_run_id()
+        events = events_from_simulator("sensors", seed=seed, limit=limit, n_steps=scale * 10, run=run_id)
     else:
-        events = events_from_simulator(domain, seed=seed, limit=limit, n_customers=scale, n_terminals=scale, days=days)
+        run_id = run_id or new_run_id()
+        events = events_from_simulator(domain, seed=seed, limit=limit, n_customers=scale, n_terminals=scale, days=days,
+                                       run=run_id)
     if limit is not None and input is not None:
         from itertools import islice
 
@@ -162,7 +168,9 @@ def produce(
     with services_or_exit(settings), EventProducer(settings.kafka.bootstrap_servers, config=security) as producer:
         report = produce_events(events, producer, topic or settings.topics.for_domain(domain), domain, rate=rate,
                                 progress=sys.stderr.isatty())
-    console.print(f"sent {report.sent} events ({report.failed} failed) in {report.elapsed_s:.1f}s, {report.rate:.0f}/s")
+    source = f" (simulator seed {seed}, run id {run_id})" if input is None else ""
+    console.print(f"sent {report.sent} events ({report.failed} failed) in {report.elapsed_s:.1f}s, "
+                  f"{report.rate:.0f}/s{source}")
     if report.failed:
         raise typer.Exit(1)
 
@@ -214,7 +222,9 @@ def parse_columns(text: str | None) -> Any:
 
 @app.command()
 def backtest(
-    input: str = typer.Option(..., "--input", "-i", help="FILE or kafka://TOPIC?from=A&to=B (offsets or date-times)"),
+    input: str = typer.Option(..., "--input", "-i", help=(
+        "FILE or kafka://TOPIC?from=A&to=B: offsets, or date-times (UTC) compared with the events' ts; "
+        "add &time=broker to select date-times by Kafka record timestamps, &labels=TOPIC for the labels topic")),
     domain: str = typer.Option("transactions", help="transactions | sensors"),
     columns: str | None = typer.Option(None, help="YAML file or field=column,... mapping"),
     label_delay: str | None = typer.Option(None, help="labels are revealed this long after the event (7d, 1h...)"),
@@ -229,7 +239,10 @@ def backtest(
         None, help="leave out of a period the entities with a fraud revealed this many days before it"),
     config: Path | None = ConfigOption,
 ) -> None:
-    """Replay history through the live runner (score, then learn) and write metrics, plots and a report."""
+    """Replay history through the live runner (score, then learn) and write metrics, plots and a report.
+
+    Exits 1 (report still written) when no event was scored or more than backtest.max_reject_share of the
+    input was rejected."""
     from pipeline.backtest import run_backtest
 
     settings = settings_or_exit(config)
@@ -250,8 +263,11 @@ def backtest(
     for row in result.metrics:
         table.add_row(*(_cell(row.get(k)) for k in ("detector", "events", "alerts", "roc_auc", "average_precision",
                                                     "precision", "recall", "f1")))
-    console.print(table)
+    if result.metrics:
+        console.print(table)
     console.print(f"report: {result.report}")
+    if result.problem:
+        raise fail(f"backtest {result.problem}", code=1)
 
 
 def _period(text: str | None) -> str | None:

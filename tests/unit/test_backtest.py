@@ -112,8 +112,16 @@ def test_parse_input() -> None:
     spec = parse_input("kafka://payments?from=10&to=20")
     assert spec == KafkaInput("payments", 10, 20, "offset", "labels")
     spec = parse_input("kafka://payments?from=2024-01-01&labels=chargebacks")
-    assert isinstance(spec, KafkaInput) and spec.by == "timestamp" and spec.start == 1_704_067_200_000
+    assert isinstance(spec, KafkaInput) and spec.by == "event_time" and spec.start == 1_704_067_200_000
     assert spec.labels_topic == "chargebacks"
+    assert parse_input("kafka://payments?to=2024-01-05T00:00:00%2B01:00&time=event") == KafkaInput(
+        "payments", None, 1_704_409_200_000, "event_time", "labels")
+    spec = parse_input("kafka://payments?from=2024-01-01&to=2024-01-05&time=broker&labels=")
+    assert spec == KafkaInput("payments", 1_704_067_200_000, 1_704_412_800_000, "timestamp", None)
+    with pytest.raises(ConfigError, match="time=wall must be event"):
+        parse_input("kafka://payments?from=2024-01-01&time=wall")
+    with pytest.raises(ConfigError, match="not offsets"):
+        parse_input("kafka://payments?from=5&time=broker")
     with pytest.raises(ConfigError, match="unknown parameter"):
         parse_input("kafka://payments?form=1")
     with pytest.raises(ConfigError, match="does not exist"):

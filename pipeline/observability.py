@@ -55,6 +55,10 @@ class RunnerMetrics:
         self.sink_retries = Counter("streamwarden_sink_retries", "Flushes retried under backpressure", registry=r)
         self.poll_retries = Counter("streamwarden_poll_retries", "Polls that failed on a retriable broker error",
                                     registry=r)
+        self.dead_letters_dropped = Gauge(
+            "streamwarden_dead_letters_undeliverable",
+            "Dead letters the broker refused for good: logged once and skipped (the original stays in its topic)",
+            registry=r)
         self.commits = Counter("streamwarden_commits", "Offset commits", registry=r)
         self.checkpoints = Counter("streamwarden_checkpoints", "Checkpoints written", registry=r)
         self.device = Gauge("streamwarden_device_info", "Torch device in use (value 1)", ["device"], registry=r)
@@ -99,6 +103,25 @@ def _not_topic_auto_create(record: logging.LogRecord) -> bool:
     return record.msg != "Topic %s not found in cluster metadata"
 
 
+class RepeatLimit(logging.Filter):
+    """Other libraries' repeats: each (logger, message template) passes once per `interval_s`. kafka-python logs
+    every failed reconnect of an outage at ERROR; our own loggers already log one line per state change."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Any = time.monotonic) -> None:
+        super().__init__()
+        self.interval_s, self.clock = interval_s, clock
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in OWN_LOGGERS:
+            return True
+        key, now = (record.name, str(record.msg)), self.clock()
+        if now - self._last.get(key, -self.interval_s) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route logs to stderr: our packages' (OWN_LOGGERS) at `level`, other libraries' at WARNING or above;
     `level` DEBUG turns every logger to DEBUG, kafka-python's topic auto-create "error" included."""
@@ -108,6 +131,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     number = logging.getLevelNamesMapping()[level.upper()]
+    if number > logging.DEBUG:
+        handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(number if number <= logging.DEBUG else max(number, logging.WARNING))

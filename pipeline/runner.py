@@ -414,6 +414,7 @@ class Runner:
                 try:
                     self.sink.flush()
                     self.dlq.flush()
+                    self.metrics.dead_letters_dropped.set(getattr(self.dlq, "undeliverable", 0))
                     if failing_since is not None:
                         log.info("alert delivery recovered, partitions resumed",
                                  extra={"outage_s": round(self.clock() - failing_since, 1)})

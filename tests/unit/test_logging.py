@@ -53,3 +53,22 @@ def test_kafka_topic_auto_create_error_is_dropped_unless_debug(capsys: pytest.Ca
     configure_logging("DEBUG", "text")
     cluster.error("Topic %s not found in cluster metadata", "transactions")
     assert "Topic transactions not found" in capsys.readouterr().err
+
+
+def test_a_library_repeating_one_error_is_shown_once_a_minute_and_ours_always() -> None:
+    import logging
+
+    from pipeline.observability import RepeatLimit
+
+    now = [0.0]
+    limit = RepeatLimit(60.0, clock=lambda: now[0])
+
+    def passes(name: str, msg: str) -> bool:
+        return limit.filter(logging.makeLogRecord({"name": name, "msg": msg, "levelno": logging.ERROR}))
+
+    assert passes("kafka.net.connection", "%s: Connection lost: %s")
+    assert not passes("kafka.net.connection", "%s: Connection lost: %s")  # the next reconnect failure
+    assert passes("kafka.net.manager", "Connection failed: %s")  # another message still shows
+    assert passes("pipeline.runner", "alert delivery failing") and passes("pipeline.runner", "alert delivery failing")
+    now[0] = 61.0
+    assert passes("kafka.net.connection", "%s: Connection lost: %s")

@@ -439,3 +439,19 @@ def test_a_domain_that_cannot_alert_yet_says_so_in_logs_metrics_and_stats(caplog
         assert runner.stats.warming_up == {"transactions": warming}
         assert runner.metrics.warming_up.labels(domain="transactions")._value.get() == int(warming)
         assert message in caplog.text
+
+
+def test_dead_letters_the_broker_refused_for_good_are_exported_and_never_hold_commits() -> None:
+    class RefusingDLQ(ListDLQ):
+        undeliverable = 0
+
+        def flush(self) -> int:
+            self.undeliverable += len(self.pending)  # e.g. the DLQ topic refuses the record for good
+            self.pending = []
+            return 0
+
+    source = FakeSource(tx_records(20, partitions=1, bad=(3, 17)))
+    runner = make_runner(source, MemorySink(), RefusingDLQ())
+    runner.run()
+    assert source.committed == {(TOPIC, 0): 20}
+    assert runner.metrics.dead_letters_dropped._value.get() == 2

@@ -28,7 +28,7 @@ def test_redis_down_10s_pauses_the_worker_and_loses_nothing(kafka_bootstrap: str
     ref_spec = h.WorkerSpec(kafka_bootstrap, redis_url, topic, labels, f"{unique_name}-ref", f"{redis_prefix}ref:",
                             tmp_path)
     spec = h.WorkerSpec(kafka_bootstrap, private.url, topic, labels, f"{unique_name}-outage", "outage:", tmp_path,
-                        idle_timeout_s=8)
+                        idle_timeout_s=20)  # a paused worker counts as idle: outlive the 10 s outage
     reference, worker = h.Worker(ref_spec, "ref"), h.Worker(spec, "outage")
     try:
         with h.workers(reference, worker):

@@ -21,6 +21,7 @@ from sinks.alert import new_alert
 from sinks.errors import SinkError
 from sinks.redis_sink import RedisAlertSink
 from tests.ports import free_port
+from tests.reliability.harness import stop_kafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ def secure_kafka() -> Iterator[LocalServices]:
     services = replace(LocalServices.from_env(), kafka_port=base, controller_port=base + 1, secure=True)
     services.start_kafka()
     yield services
-    services.down()
+    stop_kafka(services)  # only this broker: `down()` would also stop the test session's Redis
 
 
 def _settings(services: LocalServices, protocol: str, password: str | None = None) -> Settings:

@@ -243,21 +243,22 @@ def backtest(
 
     Exits 1 (report still written) when no event was scored or more than backtest.max_reject_share of the
     input was rejected."""
+    from ingest.errors import ReplaySourceError
     from pipeline.backtest import run_backtest
 
     settings = settings_or_exit(config)
     out = report or settings.backtest.report_dir
-    try:
-        result = run_backtest(
-            settings, input, domain=domain, columns=parse_columns(columns),
-            label_delay_s=parse_duration(label_delay) if label_delay else None, report_dir=out,
-            compare=[c.strip() for c in compare.split(",") if c.strip()] if compare else (), progress=progress,
-            seed=seed, period=_period(period), evaluate_from=_instant(evaluate_from), evaluate_to=_instant(evaluate_to),
-            known_entity_days=known_entity_days,
-        )
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/] {exc}")
-        raise typer.Exit(2) from exc
+    with services_or_exit(settings):
+        try:
+            result = run_backtest(
+                settings, input, domain=domain, columns=parse_columns(columns),
+                label_delay_s=parse_duration(label_delay) if label_delay else None, report_dir=out,
+                compare=[c.strip() for c in compare.split(",") if c.strip()] if compare else (), progress=progress,
+                seed=seed, period=_period(period), evaluate_from=_instant(evaluate_from),
+                evaluate_to=_instant(evaluate_to), known_entity_days=known_entity_days,
+            )
+        except ReplaySourceError as exc:
+            raise fail(f"input {input}: {exc}", exc) from exc
     table = Table("detector", "events", "alerts", "ROC AUC", "AP", "precision", "recall", "F1",
                   title="backtest (after warm-up; per period in the report)")
     for row in result.metrics:

@@ -50,3 +50,10 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = _streamwarden(["--debug", "alerts", "tail", "--no-follow"], {"STREAMWARDEN_REDIS_URL": dead}, tmp_path)
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "SinkUnavailable" in result.stderr
+
+
+def test_a_backtest_of_a_kafka_range_without_a_broker_is_one_line(tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    result = _streamwarden(["backtest", "-i", "kafka://transactions?from=0&to=10", "--report", str(tmp_path)],
+                           {"STREAMWARDEN_KAFKA": dead}, tmp_path)
+    _one_line_naming(result, "Kafka", dead, "kafka.bootstrap_servers")

@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 RESULT_TAG = "PEER_RESULT "
@@ -41,6 +42,19 @@ class Meter:
         if self.at_hi is None and self.count >= self.hi:
             self.at_hi = (time.perf_counter(), self.count)
         return self.count >= self.total
+
+    def drain(self, poll: Callable[[], int]) -> None:
+        """Call `poll()` (it returns the events it handled) until the stream is done or IDLE_S pass without any."""
+        last = time.monotonic()
+        while True:
+            n = poll()
+            if n:
+                last = time.monotonic()
+                if self.add(n):
+                    return
+            elif time.monotonic() - last > IDLE_S:
+                self.idle = True
+                return
 
     def report(self, **notes: Any) -> None:
         steady = None

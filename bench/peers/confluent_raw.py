@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from confluent_kafka import Consumer
 
-from bench.peers.common import IDLE_S, Meter, peer_args
+from bench.peers.common import Meter, peer_args
 
 
 def main() -> None:
@@ -14,16 +12,8 @@ def main() -> None:
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
                          "auto.offset.reset": "earliest"})
     consumer.subscribe([args.topic])
-    meter, last = Meter(args.events), time.monotonic()
-    while True:
-        messages = [m for m in consumer.consume(num_messages=500, timeout=1.0) if m.error() is None]
-        if messages:
-            last = time.monotonic()
-            if meter.add(len(messages)):
-                break
-        elif time.monotonic() - last > IDLE_S:
-            meter.idle = True
-            break
+    meter = Meter(args.events)
+    meter.drain(lambda: sum(m.error() is None for m in consumer.consume(num_messages=500, timeout=1.0)))
     consumer.close()
     meter.report()
 

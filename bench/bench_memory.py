@@ -11,7 +11,7 @@ reads its RSS, feeds it entities in chunks of 50k, collects garbage and reads th
   objects linger). The state includes the event-id index kept for delayed labels (one entry per
   transaction within the label horizon).
 - sensors: N devices, 8 channels, one reading each, through `update_many`.
-"transactions" is the store as the worker builds it (`pipeline.domains.TransactionFeaturizer`: rings
+"transactions" is the store as the worker builds it (`stream_models.engine.featurizers.TransactionFeaturizer`: rings
 start at 4 events per entity and double on demand, no per-card sequence store); "transactions-sequences"
 is the library default the LSTM classifier needs (rings of 32, the last 5 feature rows per card).
 `array bytes` is the numpy arrays the store holds; the rest of the growth is Python objects (the
@@ -69,7 +69,7 @@ def child(case: str, n: int) -> dict[str, Any]:
         from stream_models.transaction_features import TransactionFeatures, TransactionFeaturesConfig
 
         if case == "transactions":  # as the worker builds it
-            from pipeline.domains import TransactionFeaturizer
+            from stream_models.engine.featurizers import TransactionFeaturizer
 
             store: Any = TransactionFeaturizer(s.transactions.label_delay_s).features
         else:  # the library default, with the per-card sequences the LSTM classifier reads

@@ -10,6 +10,7 @@ process minus its idle timeout, and events/s over that time (process start, impo
 join included, as a user waiting for the command sees it).
 
     .venv/bin/python -m bench.run_speed            # writes bench/results/run_speed.json
+    .venv/bin/python -m bench.run_speed --client confluent   # the optional fast client (kafka.client)
 """
 
 from __future__ import annotations
@@ -38,15 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, default=5000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--out", default=str(ROOT / "bench/results/run_speed.json"))
+    ap.add_argument("--client", choices=["kafka-python", "confluent"], default=None,
+                    help="set kafka.client (default: the shipped one, kafka-python)")
+    ap.add_argument("--out", default=None, help="default bench/results/run_speed[-CLIENT].json")
     args = ap.parse_args(argv)
+    out = args.out or str(ROOT / f"bench/results/run_speed{'-' + args.client if args.client else ''}.json")
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     topic, group = f"speed-{stamp}", f"speed-{stamp}"
     cli("dev", "up")
     t0 = time.perf_counter()
     cli("produce", "--scale", str(args.scale), "--days", str(args.days), "--topic", topic)
     produce_s = time.perf_counter() - t0
-    env = {**os.environ, "STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
+    settings_env = {"STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
+    if args.client:
+        settings_env["STREAMWARDEN_KAFKA__CLIENT"] = args.client
+    env = {**os.environ, **settings_env}
     run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", str(IDLE_S)]
     t0 = time.time()
     done = cli(*run_args, env=env, capture=True)
@@ -56,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commands": [f"streamwarden produce --scale {args.scale} --days {args.days} --topic {topic}",
-                     f"STREAMWARDEN_TOPICS__TRANSACTIONS={topic} streamwarden {' '.join(run_args)}"],
+                     " ".join(f"{k}={v}" for k, v in settings_env.items()) + f" streamwarden {' '.join(run_args)}"],
         "events": events, "produce_s": round(produce_s, 1), "worker_wall_s_minus_idle": round(wall, 1),
         "events_per_s_including_start": round(events / wall),
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

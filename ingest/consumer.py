@@ -203,6 +203,10 @@ class BatchConsumer:
         ends = self.end_offsets()
         return {tp: max(0, ends[tp] - pos) for tp, pos in self.positions().items() if tp in ends}
 
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        """The topic's partition numbers from the cluster metadata (empty when unknown)."""
+        return set(self._consumer.partitions_for_topic(topic) or ())
+
     def seek(self, offsets: Mapping[TopicPartitionKey, int]) -> None:
         """Move assigned partitions to the given next offsets (e.g. a checkpoint's) before the next poll."""
         for tp, off in offsets.items():

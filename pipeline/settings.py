@@ -80,6 +80,8 @@ class KafkaSettings(_Section):
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     startup_timeout_s: float = Field(8.0, gt=0, le=300, description="start-up: give up on an unreachable broker after this")
+    client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="the worker's consumer: confluent = librdkafka (pip install 'streamwarden[fast]')")
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:

@@ -21,7 +21,6 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     Fails within the start-up timeouts when Redis (SinkUnavailable) or Kafka (BrokerUnavailable) does not answer.
     """
     # Services first, before torch is imported and models are built: an unreachable one fails in seconds.
-    from ingest.consumer import BatchConsumer
     from sinks.connection import probe as probe_redis
 
     probe_redis(settings.redis.connection(), settings.redis.startup_timeout_s)
@@ -30,7 +29,7 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     security = settings.kafka.client_config()
     security.pop("bootstrap_servers")
     security.pop("client_id")
-    consumer = BatchConsumer(  # bootstraps within kafka.startup_timeout_s (bootstrap_timeout_ms)
+    consumer = consumer_class(settings)(  # bootstraps within kafka.startup_timeout_s (bootstrap_timeout_ms)
         settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
         on_assign=lambda parts: holder["runner"].on_assign(parts),
         on_revoke=lambda parts: holder["runner"].on_revoke(parts),
@@ -102,6 +101,19 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     return runner, close
 
 
+def consumer_class(settings: Settings) -> type:
+    """BatchConsumer (kafka-python), or with `kafka.client: confluent` its librdkafka twin."""
+    if settings.kafka.client == "kafka-python":
+        from ingest.consumer import BatchConsumer
+
+        return BatchConsumer
+    try:
+        from ingest.confluent_consumer import ConfluentBatchConsumer
+    except ImportError as exc:
+        raise ConfigError("kafka.client confluent needs confluent-kafka: pip install 'streamwarden[fast]'") from exc
+    return ConfluentBatchConsumer
+
+
 def open_partition_store(settings: Settings) -> Any:
     """The partition-state store `state.store` names (None when partition handover is off)."""
     from pipeline.partition_state import RedisPartitionStateConfig, RedisPartitionStateStore, open_store
@@ -119,7 +131,7 @@ def open_partition_store(settings: Settings) -> Any:
 
 def _partition_count(consumer: Any, topic: str) -> int:
     """Partitions of `topic` from the consumer's cluster metadata (known once partitions are assigned)."""
-    parts = consumer._consumer.partitions_for_topic(topic)  # BatchConsumer exposes no metadata call yet
+    parts = consumer.partitions_for_topic(topic)
     if not parts:
         raise ConfigError(f"topic {topic!r} has no partitions in the cluster metadata; set state.partitions")
     return len(parts)

@@ -8,6 +8,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -58,8 +59,19 @@ def test_create_topics_is_idempotent(kafka_bootstrap: str, unique_name: str) -> 
     assert create_topics(kafka_bootstrap, {name: 2}) == []
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def consumer_class(request: pytest.FixtureRequest) -> type:
+    """Each consumer test runs with the default client and with the optional fast one (`kafka.client`)."""
+    if request.param == "kafka-python":
+        return BatchConsumer
+    pytest.importorskip("confluent_kafka")
+    from ingest.confluent_consumer import ConfluentBatchConsumer
+
+    return ConfluentBatchConsumer
+
+
 def test_keyed_events_are_consumed_once_and_not_redelivered_after_restart(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str
+    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str, consumer_class: type
 ) -> None:
     topic = topic_factory("tx", partitions=3)
     events = transactions(3000)
@@ -68,7 +80,7 @@ def test_keyed_events_are_consumed_once_and_not_redelivered_after_restart(
     assert (report.sent, report.failed) == (3000, 0)
 
     group = f"{unique_name}-g"
-    consumer = BatchConsumer(kafka_bootstrap, topic, group)
+    consumer = consumer_class(kafka_bootstrap, topic, group)
     records: list[Record] = []
     poll_until(consumer, 3000, records)
     assert {tp for tp in consumer.assignment()} == {(topic, 0), (topic, 1), (topic, 2)}
@@ -94,7 +106,7 @@ def test_keyed_events_are_consumed_once_and_not_redelivered_after_restart(
     }
     consumer.close()
 
-    again = BatchConsumer(kafka_bootstrap, topic, group)
+    again = consumer_class(kafka_bootstrap, topic, group)
     try:
         assert poll_quiet(again) == []  # nothing redelivered
         assert again.positions() == again.end_offsets()
@@ -217,7 +229,7 @@ def test_every_valid_event_once_and_every_malformed_one_in_the_dlq_across_a_rest
 
 
 def test_revoke_callback_commits_so_a_joining_member_continues_without_duplicates(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str
+    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str, consumer_class: type
 ) -> None:
     topic = topic_factory("rebalance", partitions=3)
     with EventProducer(kafka_bootstrap) as producer:
@@ -225,7 +237,7 @@ def test_revoke_callback_commits_so_a_joining_member_continues_without_duplicate
     group = f"{unique_name}-g"
     processed: dict[str, list[Record]] = {"a": [], "b": []}
     revoked: list[list[tuple[str, int]]] = []
-    holder: dict[str, BatchConsumer] = {}
+    holder: dict[str, Any] = {}
 
     def on_revoke_a(partitions: list[tuple[str, int]]) -> None:
         revoked.append(list(partitions))
@@ -233,10 +245,10 @@ def test_revoke_callback_commits_so_a_joining_member_continues_without_duplicate
         holder["a"].commit({tp: off for tp, off in done.items() if tp in partitions})
 
     fast = {"heartbeat_interval_ms": 300}  # members notice the rebalance sooner
-    holder["a"] = a = BatchConsumer(kafka_bootstrap, topic, group, on_revoke=on_revoke_a, config=fast)
+    holder["a"] = a = consumer_class(kafka_bootstrap, topic, group, on_revoke=on_revoke_a, config=fast)
     while len(processed["a"]) < 500:
         processed["a"].extend(a.poll(50, 200))
-    b = BatchConsumer(
+    b = consumer_class(
         kafka_bootstrap,
         topic,
         group,
@@ -263,10 +275,10 @@ def test_revoke_callback_commits_so_a_joining_member_continues_without_duplicate
 
 
 def test_pause_and_resume_hold_back_and_release_records(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str
+    kafka_bootstrap: str, topic_factory: Callable[..., str], unique_name: str, consumer_class: type
 ) -> None:
     topic = topic_factory("pause", partitions=1)
-    consumer = BatchConsumer(kafka_bootstrap, topic, f"{unique_name}-g")
+    consumer = consumer_class(kafka_bootstrap, topic, f"{unique_name}-g")
     with EventProducer(kafka_bootstrap) as producer:
         try:
             poll_quiet(consumer, rounds=1)

@@ -154,10 +154,13 @@ def test_backtest_and_live_run_give_the_same_scores_and_alerts(
     assert set(flagged["event_id"]) == {a.event_id for a in live.values()}
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_sigterm_mid_stream_then_restart_skips_no_event_and_duplicates_no_alert(
     kafka_bootstrap: str, redis_url: str, redis_client: Any, redis_prefix: str, topic_factory: Any, unique_name: str,
-    tmp_path: Path,
+    tmp_path: Path, client: str,
 ) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     from pipeline.backtest import run_backtest
 
     topics = {"transactions": topic_factory("tx", partitions=1), "sensors": topic_factory("sensors", partitions=1),
@@ -165,6 +168,7 @@ def test_sigterm_mid_stream_then_restart_skips_no_event_and_duplicates_no_alert(
     tx_sim = TransactionSimulator(seed=7, n_customers=80, n_terminals=80, days=8, amount_spikes_per_day=6.0)
     produce(kafka_bootstrap, topics["transactions"], "transactions", list(tx_sim.events()))
     config = sections(kafka_bootstrap, redis_url, redis_prefix, topics, unique_name, tmp_path, "transactions")
+    config["kafka"]["client"] = client
     config["runner"]["max_records"] = 50
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMWARDEN_")}, **as_env(config)}
     tp = (topics["transactions"], 0)
@@ -194,10 +198,13 @@ def test_sigterm_mid_stream_then_restart_skips_no_event_and_duplicates_no_alert(
     assert {a.alert_id: a.score for a in alerts} == {a.alert_id: a.score for a in reference.alerts}
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_a_killed_worker_restarts_from_its_checkpoint_and_replays_without_duplicates(
     kafka_bootstrap: str, redis_url: str, redis_client: Any, redis_prefix: str, topic_factory: Any, unique_name: str,
-    tmp_path: Path,
+    tmp_path: Path, client: str,
 ) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     from pipeline.backtest import run_backtest
     from stream_models import checkpoint
 
@@ -206,6 +213,7 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_replays_without_duplic
     tx_sim = TransactionSimulator(seed=9, n_customers=80, n_terminals=80, days=8, amount_spikes_per_day=6.0)
     produce(kafka_bootstrap, topics["transactions"], "transactions", list(tx_sim.events()))
     config = sections(kafka_bootstrap, redis_url, redis_prefix, topics, unique_name, tmp_path, "transactions")
+    config["kafka"]["client"] = client
     config["runner"].update(max_records=50, checkpoint_interval_s=0.5)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STREAMWARDEN_")}, **as_env(config)}
     tp = (topics["transactions"], 0)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ingest.errors import BrokerUnavailable, CommitFailed, IngestError
+from ingest.errors import BrokerUnavailable, CommitFailed, IngestError, kafka_bootstrap
 from ingest.records import Record
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,16 @@ class ConfluentBatchConsumer:
         settings = {"bootstrap_servers": bootstrap_servers, "group_id": group_id, "client_id": client_id,
                     "auto_offset_reset": auto_offset_reset, "enable_auto_commit": False, **(config or {})}
         timeout_s = float(settings.get("bootstrap_timeout_ms", 30_000)) / 1000
-        self._consumer = Consumer({**librdkafka_config(settings), "logger": log})
-        try:  # librdkafka connects lazily: ask for metadata so an unreachable broker fails here
-            self._consumer.list_topics(timeout=timeout_s)
-        except KafkaException as e:
-            self._consumer.close()
-            raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers} within {timeout_s:g} s") from e
+        # librdkafka's own log lines go to a third-party logger (WARNING and up, repeats limited)
+        self._consumer = Consumer({**librdkafka_config(settings), "logger": logging.getLogger("kafka.librdkafka")})
+        # librdkafka connects lazily: ask for metadata so an unreachable broker fails here, quietly
+        with kafka_bootstrap(bootstrap_servers, int(timeout_s * 1000)):
+            try:
+                self._consumer.list_topics(timeout=timeout_s)
+            except KafkaException as e:
+                self._consumer.close()
+                raise BrokerUnavailable(
+                    f"no Kafka broker answers at {bootstrap_servers} within {timeout_s:g} s") from e
         self._seeks: dict[TopicPartitionKey, int] | None = None  # collected while an assignment is in progress
         self._paused: set[TopicPartitionKey] = set()
         self._from_earliest = settings["auto_offset_reset"] == "earliest"

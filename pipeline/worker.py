@@ -108,9 +108,11 @@ def consumer_class(settings: Settings) -> type:
 
         return BatchConsumer
     try:
-        from ingest.confluent_consumer import ConfluentBatchConsumer
+        import confluent_kafka  # noqa: F401 - the optional package itself
     except ImportError as exc:
         raise ConfigError("kafka.client confluent needs confluent-kafka: pip install 'streamwarden[fast]'") from exc
+    from ingest.confluent_consumer import ConfluentBatchConsumer
+
     return ConfluentBatchConsumer
 
 

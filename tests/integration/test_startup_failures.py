@@ -28,11 +28,17 @@ def _one_line_naming(result: subprocess.CompletedProcess[str], *needles: str) ->
     assert all(needle in lines[0] for needle in needles), lines[0]
 
 
-@pytest.mark.parametrize("command", [["run", "--idle-timeout", "5"], ["produce", "--limit", "5"]])
-def test_a_missing_broker_is_one_line_naming_the_setting(command: list[str], redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "client"), [(["run", "--idle-timeout", "5"], "kafka-python"),
+                                                 (["run", "--idle-timeout", "5"], "confluent"),
+                                                 (["produce", "--limit", "5"], "kafka-python")])
+def test_a_missing_broker_is_one_line_naming_the_setting(command: list[str], client: str, redis_url: str,
+                                                         tmp_path: Path) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     dead = f"127.0.0.1:{free_port()}"
     result = _streamwarden([*command], {"STREAMWARDEN_KAFKA": dead, "STREAMWARDEN_REDIS_URL": redis_url,
-                                        "STREAMWARDEN_RUNNER__STATE_DIR": str(tmp_path)}, tmp_path)
+                                        "STREAMWARDEN_RUNNER__STATE_DIR": str(tmp_path),
+                                        "STREAMWARDEN_KAFKA__CLIENT": client}, tmp_path)
     _one_line_naming(result, "Kafka", dead, "kafka.bootstrap_servers", "within 2 s")
 
 

@@ -135,3 +135,33 @@ def test_listener_runs_callbacks_with_sorted_partitions(standin: type[StandIn]) 
 def test_unreachable_broker_is_broker_unavailable() -> None:
     with pytest.raises(BrokerUnavailable):
         consumer_module.create_topics("127.0.0.1:1", {"x": 1}, config={"bootstrap_timeout_ms": 500})
+
+
+def test_kafka_python_settings_translate_to_librdkafka_and_unknown_ones_are_refused() -> None:
+    from ingest.confluent_consumer import librdkafka_config
+
+    config = librdkafka_config({
+        "bootstrap_servers": ["a:9092", "b:9092"], "group_id": "g", "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc", "sasl_plain_password": "pw",
+        "ssl_cafile": "/ca.pem", "ssl_check_hostname": False, "session_timeout_ms": 10_000,
+        "bootstrap_timeout_ms": 8_000,
+    })
+    assert config == {
+        "bootstrap.servers": "a:9092,b:9092", "group.id": "g", "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc", "sasl.password": "pw",
+        "ssl.ca.location": "/ca.pem", "ssl.endpoint.identification.algorithm": "none", "session.timeout.ms": 10_000,
+    }
+    with pytest.raises(ValueError, match="fetch_min_bytes"):
+        librdkafka_config({"fetch_min_bytes": 1})
+
+
+def test_the_fast_client_without_its_package_is_a_config_error_naming_the_extra(monkeypatch) -> None:
+    import sys
+
+    from pipeline.errors import ConfigError
+    from pipeline.settings import load_settings
+    from pipeline.worker import consumer_class
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)
+    with pytest.raises(ConfigError, match=r"streamwarden\[fast\]"):
+        consumer_class(load_settings(kafka={"client": "confluent"}))

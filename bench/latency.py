@@ -1,0 +1,114 @@
+"""Kafka record to Redis alert latency of `streamwarden run` as a user runs it, at a set share of its top rate.
+
+Steps, each a `streamwarden` command in its own process (shipped settings; only the topic name and a fresh
+group are set, as a user would):
+  1. `streamwarden dev up` (local Kafka + Redis);
+  2. `streamwarden run --domain transactions --group-id G --idle-timeout 30` with `STREAMWARDEN_TOPICS__TRANSACTIONS=T`,
+     started first so it is waiting on the empty topic;
+  3. `streamwarden produce --scale 5000 --days 30 --topic T --rate R --limit N` (simulator transactions, paced).
+Latency of an alert = its Redis stream entry time (the XADD inside the sink's script: when subscribers can see it)
+minus its Kafka record's timestamp (CreateTime, set by the producer at send). Alerts of the first `--warmup-s`
+seconds of the stream are left out. The alerts are this run's: simulator ids carry a run id.
+
+    .venv/bin/python -m bench.latency --rate 2100 --seconds 60     # half of bench.run_speed's 4,212 events/s
+    .venv/bin/python -m bench.latency --rate 2600 --seconds 60 --client confluent   # half of its 5,261
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from bench.run_speed import ROOT, cli
+
+STREAM = "streamwarden:alerts"  # the shipped redis.prefix + "alerts"
+
+
+def record_times(bootstrap: str, topic: str, expected: int) -> dict[str, int]:
+    """event_id -> Kafka record timestamp (ms) for every record of `topic`."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None, consumer_timeout_ms=5000)
+    out: dict[str, int] = {}
+    for message in consumer:
+        out[json.loads(message.value)["event_id"]] = message.timestamp
+        if len(out) >= expected:
+            break
+    consumer.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=2100.0, help="events/s sent (default: half the measured top rate)")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--warmup-s", type=float, default=10.0)
+    ap.add_argument("--client", choices=["kafka-python", "confluent"], default=None,
+                    help="set kafka.client (default: the shipped one, kafka-python)")
+    ap.add_argument("--out", default=None, help="default bench/results/latency[-CLIENT].json")
+    args = ap.parse_args(argv)
+    out = args.out or str(ROOT / f"bench/results/latency{'-' + args.client if args.client else ''}.json")
+    import redis
+
+    stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    topic = group = f"latency-{stamp}"
+    limit = int(args.rate * args.seconds)
+    cli("dev", "up")
+    bootstrap = os.environ.get("STREAMWARDEN_KAFKA", "127.0.0.1:9092")
+    client = redis.Redis.from_url(os.environ.get("STREAMWARDEN_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    start_id = client.xinfo_stream(STREAM)["last-generated-id"].decode() if client.exists(STREAM) else "0-0"
+    cli("produce", "--limit", "1", "--topic", topic)  # the topic exists before the worker subscribes
+    settings_env = {"STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
+    if args.client:
+        settings_env["STREAMWARDEN_KAFKA__CLIENT"] = args.client
+    env = {**os.environ, **settings_env}
+    run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", "30"]
+    exe = str(Path(sys.executable).with_name("streamwarden"))
+    worker = subprocess.Popen([exe, *run_args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    time.sleep(15)  # imports, models, group join: the worker waits on the topic before the paced stream starts
+    produce_args = ["produce", "--scale", "5000", "--days", "30", "--topic", topic, "--rate", str(args.rate),
+                    "--limit", str(limit)]
+    produced = cli(*produce_args, capture=True).stdout
+    run_id = re.search(r"run\s+id\s+(\w+)", produced).group(1)  # type: ignore[union-attr]
+    log = worker.communicate(timeout=600)[0]
+    times = record_times(bootstrap, topic, limit + 1)
+    first_ms = min(ms for event_id, ms in times.items() if run_id in event_id)
+    latencies, alerts = [], 0
+    for entry_id, fields in client.xrange(STREAM, min=f"({start_id}"):
+        event_id = json.loads(fields[b"alert"])["event_id"]
+        if run_id not in event_id or event_id not in times:
+            continue
+        alerts += 1
+        sent_ms = times[event_id]
+        if sent_ms - first_ms >= args.warmup_s * 1000:
+            latencies.append(int(entry_id.decode().split("-")[0]) - sent_ms)
+    lat = np.array(latencies, dtype=float)
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commands": [" ".join(f"{k}={v}" for k, v in settings_env.items()) + f" streamwarden {' '.join(run_args)}",
+                     f"streamwarden {' '.join(produce_args)}"],
+        "rate": args.rate, "events": limit, "alerts": alerts, "alerts_after_warmup": len(lat),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "max_ms": float(lat.max()) if len(lat) else None,
+        "worker_stopped": log.strip().splitlines()[-1][:300] if log.strip() else "",
+        "load_average": os.getloadavg(), "cpus": os.cpu_count(),
+    }
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

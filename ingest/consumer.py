@@ -237,14 +237,12 @@ def create_topics(
 ) -> list[str]:
     """Create `{name: partitions}` topics; existing ones are left as they are. Returns the names it created."""
     from kafka.admin import KafkaAdminClient
-    from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, for_code
+    from kafka.errors import TopicAlreadyExistsError, for_code
 
-    try:
+    with kafka_bootstrap(bootstrap_servers, (config or {}).get("bootstrap_timeout_ms", 30_000)):
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap_servers, client_id="streamwarden-admin", **(config or {})
         )
-    except KafkaTimeoutError as e:  # kafka-python 3: 'Unable to bootstrap from ...'
-        raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers}: {e}") from e
     try:
         request = {
             name: {

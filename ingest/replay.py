@@ -31,7 +31,7 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from ingest.errors import BrokerUnavailable, IngestError, ReplaySourceError
+from ingest.errors import IngestError, ReplaySourceError, kafka_bootstrap
 from ingest.records import Record
 from ingest.schemas import KEY_FIELDS, SCHEMA_VERSION, check_domain
 
@@ -465,7 +465,6 @@ class KafkaRangeSource:
         config: Mapping[str, Any] | None = None,
     ) -> None:
         from kafka import KafkaConsumer
-        from kafka.errors import KafkaTimeoutError
         from kafka.structs import TopicPartition
 
         if by not in ("offset", "event_time", "timestamp"):
@@ -489,10 +488,8 @@ class KafkaRangeSource:
             "client_id": "streamwarden-replay",
         }
         settings.update(config or {})
-        try:
+        with kafka_bootstrap(bootstrap_servers, settings.get("bootstrap_timeout_ms", 30_000)):
             self._consumer = KafkaConsumer(**settings)
-        except KafkaTimeoutError as e:
-            raise BrokerUnavailable(f"no Kafka broker answers at {bootstrap_servers}: {e}") from e
         known = self._consumer.partitions_for_topic(topic)
         if not known:
             self._consumer.close()

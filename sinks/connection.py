@@ -120,10 +120,9 @@ def resolve_client(
 
 
 def probe(config: RedisConfig, timeout_s: float) -> None:
-    """PING Redis until it answers or `timeout_s` passes (a server still loading its data is retried).
-
-    Raises SinkUnavailable when nothing answers in time, SinkError when Redis refuses the credentials.
-    """
+    """PING Redis until it answers or `timeout_s` passes (UNAVAILABLE_ERRORS, e.g. a server still loading its
+    data, are retried). Raises SinkUnavailable when nothing answers in time, SinkError at once when Redis
+    refuses the credentials or the command."""
     config = replace(config, connect_timeout_s=min(config.connect_timeout_s, timeout_s),
                      socket_timeout_s=min(config.socket_timeout_s, timeout_s), retries=0)
     client = make_client(config)
@@ -133,12 +132,14 @@ def probe(config: RedisConfig, timeout_s: float) -> None:
             try:
                 client.ping()
                 return
-            except redis.AuthenticationError as exc:
+            except redis.AuthenticationError as exc:  # a ConnectionError too: caught first
                 raise SinkError(f"Redis at {config.safe_url} refused the credentials: {exc}") from exc
-            except redis.RedisError as exc:
+            except UNAVAILABLE_ERRORS as exc:
                 if time.monotonic() + 0.2 >= deadline:
                     raise SinkUnavailable(
                         f"no Redis answers at {config.safe_url} within {timeout_s:g} s ({exc})") from exc
                 time.sleep(0.2)
+            except redis.RedisError as exc:
+                raise SinkError(f"Redis at {config.safe_url} refused PING: {exc}") from exc
     finally:
         client.close()

@@ -154,3 +154,30 @@ def test_sink_repr_shows_where_but_not_the_password() -> None:
     text = repr(sink)
     assert "127.0.0.1:6399/2" in text and "x:alerts" in text and "s3cr3t" not in text
     sink.close()
+
+
+def test_the_start_up_probe_retries_an_unreachable_redis_but_not_a_refusal(monkeypatch) -> None:
+    import redis
+
+    from sinks.connection import RedisConfig, probe
+    from sinks.errors import SinkError, SinkUnavailable
+
+    calls = []
+
+    def refuse(self: object) -> None:
+        calls.append(1)
+        raise redis.exceptions.NoPermissionError("NOPERM this user has no permissions to run the 'ping' command")
+
+    monkeypatch.setattr(redis.Redis, "ping", refuse)
+    with pytest.raises(SinkError, match="refused PING") as refused:
+        probe(RedisConfig(), timeout_s=5.0)
+    assert not isinstance(refused.value, SinkUnavailable) and len(calls) == 1  # no retries
+
+    def down(self: object) -> None:
+        calls.append(1)
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    monkeypatch.setattr(redis.Redis, "ping", down)
+    with pytest.raises(SinkUnavailable, match="within 0.5 s"):
+        probe(RedisConfig(), timeout_s=0.5)
+    assert len(calls) > 2  # retried until the deadline

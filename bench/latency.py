@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run_speed import ROOT, cli
+from bench.run_speed import ROOT, add_client_option, cli, results_path, worker_settings_env
 
 STREAM = "streamwarden:alerts"  # the shipped redis.prefix + "alerts"
 
@@ -53,11 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=2100.0, help="events/s sent (default: half the measured top rate)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup-s", type=float, default=10.0)
-    ap.add_argument("--client", choices=["kafka-python", "confluent"], default=None,
-                    help="set kafka.client (default: the shipped one, kafka-python)")
-    ap.add_argument("--out", default=None, help="default bench/results/latency[-CLIENT].json")
+    add_client_option(ap, "latency")
     args = ap.parse_args(argv)
-    out = args.out or str(ROOT / f"bench/results/latency{'-' + args.client if args.client else ''}.json")
+    out = results_path(args, "latency")
     import redis
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
@@ -68,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     client = redis.Redis.from_url(os.environ.get("STREAMWARDEN_REDIS_URL", "redis://127.0.0.1:6379/0"))
     start_id = client.xinfo_stream(STREAM)["last-generated-id"].decode() if client.exists(STREAM) else "0-0"
     cli("produce", "--limit", "1", "--topic", topic)  # the topic exists before the worker subscribes
-    settings_env = {"STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
-    if args.client:
-        settings_env["STREAMWARDEN_KAFKA__CLIENT"] = args.client
+    settings_env = worker_settings_env(topic, args.client)
     env = {**os.environ, **settings_env}
     run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", "30"]
     exe = str(Path(sys.executable).with_name("streamwarden"))

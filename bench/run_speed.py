@@ -35,24 +35,39 @@ def cli(*args: str, env: dict[str, str] | None = None, capture: bool = False) ->
                           capture_output=capture)
 
 
+def add_client_option(ap: argparse.ArgumentParser, name: str) -> None:
+    """`--client` (the setting kafka.client) and `--out` (default bench/results/<name>[-CLIENT].json)."""
+    ap.add_argument("--client", choices=["kafka-python", "confluent"], default=None,
+                    help="set kafka.client (default: the shipped one, kafka-python)")
+    ap.add_argument("--out", default=None, help=f"default bench/results/{name}[-CLIENT].json")
+
+
+def results_path(args: argparse.Namespace, name: str) -> str:
+    return args.out or str(ROOT / f"bench/results/{name}{'-' + args.client if args.client else ''}.json")
+
+
+def worker_settings_env(topic: str, client: str | None) -> dict[str, str]:
+    """The settings a user sets for the run: the topic name, and kafka.client when asked."""
+    env = {"STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
+    if client:
+        env["STREAMWARDEN_KAFKA__CLIENT"] = client
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=int, default=5000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--client", choices=["kafka-python", "confluent"], default=None,
-                    help="set kafka.client (default: the shipped one, kafka-python)")
-    ap.add_argument("--out", default=None, help="default bench/results/run_speed[-CLIENT].json")
+    add_client_option(ap, "run_speed")
     args = ap.parse_args(argv)
-    out = args.out or str(ROOT / f"bench/results/run_speed{'-' + args.client if args.client else ''}.json")
+    out = results_path(args, "run_speed")
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     topic, group = f"speed-{stamp}", f"speed-{stamp}"
     cli("dev", "up")
     t0 = time.perf_counter()
     cli("produce", "--scale", str(args.scale), "--days", str(args.days), "--topic", topic)
     produce_s = time.perf_counter() - t0
-    settings_env = {"STREAMWARDEN_TOPICS__TRANSACTIONS": topic}
-    if args.client:
-        settings_env["STREAMWARDEN_KAFKA__CLIENT"] = args.client
+    settings_env = worker_settings_env(topic, args.client)
     env = {**os.environ, **settings_env}
     run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", str(IDLE_S)]
     t0 = time.time()

@@ -326,11 +326,21 @@ def models_compare(
 
 
 @models_app.command("list")
-def models_list() -> None:
-    """Every registered detector, what it consumes, how it learns, and the domains it can serve."""
+def models_list(config: Path | None = ConfigOption) -> None:
+    """Every registered detector (plug-ins named in the settings too), what it consumes, how it learns, and the
+    domains it can serve."""
     from stream_models import catalog
     from stream_models.engine import detector_names
+    from stream_models.errors import ModelError
 
+    settings = settings_or_exit(config)
+    for domain in ("transactions", "sensors"):
+        model = settings.model(domain)
+        for name in (model.detector, *model.challengers):
+            try:
+                catalog.factory(name)
+            except ModelError as exc:
+                raise fail(f"setting '{domain}.detector'/'challengers': {exc}", exc) from exc
     table = Table("detector", "consumes", "learns from", "domains", title="detectors")
     for name in catalog.names():
         domains = [d for d in ("transactions", "sensors") if name in detector_names(d)]
@@ -393,6 +403,13 @@ def demo(
     summary = run_demo(settings, options, console=console)
     if summary.get("alerts", 0) == 0:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------- console (pipeline.console_cli)
+from pipeline.console_cli import alerts_label, console as console_command  # noqa: E402
+
+app.command("console")(console_command)
+alerts_app.command("label")(alerts_label)
 
 
 if __name__ == "__main__":

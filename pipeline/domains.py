@@ -24,6 +24,12 @@ def build_processor(settings: Settings, domain: str) -> Any:
     from stream_models.errors import ModelError
 
     config = engine_config(settings, domain)
+    for name in config.contenders:  # plug-ins load (and pass their checks) here, or name the setting
+        try:
+            catalog.factory(name)
+        except ModelError as exc:
+            if "unknown detector" not in str(exc):
+                raise ConfigError(f"setting '{domain}.detector'/'challengers': {exc}") from exc
     known = detector_names(domain)
     for name in config.contenders:
         if name not in known:

@@ -415,9 +415,10 @@ def debian_tool(binary: str, package: str) -> str:
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise ServiceError(f"`{binary}` is not installed: install it (Debian/Ubuntu: sudo apt-get install {package})")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]
+    wait = ["-o", "DPkg::Lock::Timeout=300"]  # another apt-get (a browser install, say) may hold the lock
+    install = ["apt-get", *wait, "install", "-y", "-q", "--no-install-recommends", package]
     if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        subprocess.run(["apt-get", *wait, "update", "-q"], env=env, capture_output=True)
         proc = subprocess.run(install, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise ServiceError(f"apt-get install {package} failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")

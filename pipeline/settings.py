@@ -213,6 +213,12 @@ class RedisSettings(_Section):
         return mask_url(self.url.get_secret_value())
 
 
+def _detector_key(name: Any) -> str:
+    """Detector names from environment variables arrive upper-case; plug-in paths (`mod:Class`) keep their case."""
+    text = str(name)
+    return text if ":" in text else text.lower()
+
+
 class ModelSettings(_Section):
     """Per-domain engine settings (the fields of stream_models.engine.EngineConfig; pipeline.domains maps them).
 
@@ -270,7 +276,7 @@ class ModelSettings(_Section):
         """Values from environment variables arrive as text: read them as YAML scalars or lists ("[8, 4]")."""
         if not isinstance(value, Mapping):
             return value
-        return {str(name).lower(): {str(k): yaml.safe_load(v) if isinstance(v, str) else v for k, v in kw.items()}
+        return {_detector_key(name): {str(k): yaml.safe_load(v) if isinstance(v, str) else v for k, v in kw.items()}
                 if isinstance(kw, Mapping) else kw for name, kw in value.items()}
 
     @model_validator(mode="after")
@@ -388,6 +394,16 @@ class ObservabilitySettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ConsoleSettings(_Section):
+    """`streamwarden console`, the analysts' web page. Off the loopback interface it needs `token` (HTTP basic
+    auth password, or `Authorization: Bearer <token>`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=0, le=65_535)
+    token: SecretStr | None = None
+    recent: int = Field(200, ge=1, le=5_000, description="alerts a page shows when it opens")
+
+
 class BacktestSettings(_Section):
     report_dir: Path = Path("reports")
     precision_k: int = Field(100, ge=1)
@@ -471,6 +487,7 @@ class Settings(BaseSettings):
     backtest: BacktestSettings = BacktestSettings()
     state: StateSettings = StateSettings()
     model_sync: ModelSyncSettings = ModelSyncSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -53,3 +53,43 @@ def top_features(values: np.ndarray, names: Sequence[str], k: int, by: np.ndarra
     named = np.asarray(names, dtype=object)[top].tolist()
     picked = np.take_along_axis(np.asarray(values, np.float64), top, axis=1).tolist()
     return [list(zip(n, v, strict=True)) for n, v in zip(named, picked, strict=True)]
+
+
+class RunningMoments:
+    """Running per-feature mean and variance of rows (Chan et al.'s parallel update, one batch at a time), for
+    explanations: `z(X)` is |x - mean| / std per feature (std 1 until two rows were seen).
+
+    >>> m = RunningMoments(2)
+    >>> m.update(np.array([[0.0, 1.0], [2.0, 1.0]]))
+    >>> m.z(np.array([[3.0, 1.0]])).tolist()
+    [[2.0, 0.0]]
+    """
+
+    def __init__(self, n_features: int) -> None:
+        self.n = 0
+        self.mean = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)
+
+    def update(self, data: np.ndarray) -> None:
+        n_b = data.shape[0]
+        if n_b == 0:
+            return
+        mean_b = data.mean(axis=0)
+        m2_b = ((data - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta**2 * (self.n * n_b / n)
+        self.n = n
+
+    def z(self, X: np.ndarray) -> np.ndarray:
+        std = np.sqrt(self.m2 / self.n) if self.n > 1 else np.ones(len(self.mean))
+        return np.abs(X - self.mean) / np.where(std > 0, std, 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": self.mean.copy(), "m2": self.m2.copy()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.n = int(state["n"])
+        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()

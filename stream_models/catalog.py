@@ -15,6 +15,10 @@ and `device` keywords. It declares, as attributes (what the stream engine reads 
 Modules are imported lazily by name (`_MODULES`), so importing the catalog stays cheap.
 Helpers adding a detector module: append its dotted name to `_MODULES`.
 
+Detectors from outside the package (stream_models.plugins) work wherever a name does: `pkg.mod:Class`,
+`path/file.py:Class`, or a name an installed distribution registers in the `streamwarden.detectors`
+entry-point group. Each is checked with the generic check suite when first loaded.
+
 >>> make("halfspace_trees", n_features=3, seed=1).feature_names
 ['f0', 'f1', 'f2']
 """
@@ -62,13 +66,18 @@ def register(name: str) -> Callable[[F], F]:
 
 
 def load_all() -> dict[str, Callable[..., Detector]]:
-    """Import every detector module that is present; returns `DETECTORS`."""
+    """Import every detector module that is present, and the installed plug-ins; returns `DETECTORS`."""
+    from stream_models import plugins
+
     for module in _MODULES:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:  # the module exists but one of *its* imports is missing
                 raise
+    for name, load in plugins.entry_point_factories().items():
+        if name not in DETECTORS:
+            DETECTORS[name] = load()
     return DETECTORS
 
 
@@ -78,6 +87,13 @@ def names() -> list[str]:
 
 
 def factory(name: str) -> Callable[..., Detector]:
+    """The factory of detector `name` (a registered name, or a plug-in `module:Class` / `file.py:Class`)."""
+    from stream_models import plugins
+
+    if plugins.is_spec(name):
+        if name not in DETECTORS:
+            DETECTORS[name] = plugins.load_spec(name)
+        return DETECTORS[name]
     load_all()
     try:
         return DETECTORS[name]

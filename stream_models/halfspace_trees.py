@@ -29,7 +29,7 @@ import numpy as np
 from river import anomaly
 from river.tree.padded import make_padded_tree
 
-from stream_models.base import as_row, top_features
+from stream_models.base import RunningMoments, as_row, top_features
 from stream_models.catalog import register
 from stream_models.errors import ModelError
 
@@ -90,9 +90,7 @@ class HalfSpaceTreesDetector:
         )
         self._min = np.full(n, np.inf)  # running per-feature extremes (the scaler)
         self._max = np.full(n, -np.inf)
-        self._n = 0  # rows learned, and their running mean / sum of squared deviations (explanations)
-        self._mean = np.zeros(n)
-        self._m2 = np.zeros(n)
+        self._moments = RunningMoments(n)  # of the rows learned (explanations)
 
     # -- scoring -------------------------------------------------------------------------
     def score_many(self, X: np.ndarray) -> np.ndarray:
@@ -120,30 +118,16 @@ class HalfSpaceTreesDetector:
         for row in self._scale(data, lows, highs).tolist():
             learn(self._as_dict(row))
         self._min, self._max = lows[-1].copy(), highs[-1].copy()
-        self._update_moments(data)
+        self._moments.update(data)
 
     def learn_one(self, x: Any, y: int | None = None) -> None:
         self.learn_many(as_row(x, self.feature_names))
 
-    def _update_moments(self, data: np.ndarray) -> None:
-        """Chan et al.'s parallel update of the running mean and variance with a batch."""
-        n_b = data.shape[0]
-        mean_b = data.mean(axis=0)
-        m2_b = ((data - mean_b) ** 2).sum(axis=0)
-        n = self._n + n_b
-        delta = mean_b - self._mean
-        self._mean = self._mean + delta * (n_b / n)
-        self._m2 = self._m2 + m2_b + delta**2 * (self._n * n_b / n)
-        self._n = n
-
     # -- explanations --------------------------------------------------------------------
     def explain_many(self, X: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """Top-k features per row by |x - running mean| / running std."""
-        X = self._check(X)
-        std = np.sqrt(self._m2 / self._n) if self._n > 1 else np.ones(len(self.feature_names))
-        contrib = np.abs(X - self._mean) / np.where(std > 0, std, 1.0)  # (B, F)
-        k = min(k, contrib.shape[1])
-        return top_features(contrib, self.feature_names, k)
+        contrib = self._moments.z(self._check(X))  # (B, F)
+        return top_features(contrib, self.feature_names, min(k, contrib.shape[1]))
 
     # -- state ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -154,9 +138,7 @@ class HalfSpaceTreesDetector:
             "feature_names": list(self.feature_names),
             "min": self._min.copy(),
             "max": self._max.copy(),
-            "n": self._n,
-            "mean": self._mean.copy(),
-            "m2": self._m2.copy(),
+            **self._moments.state_dict(),  # n, mean, m2
             "rng": {"version": version, "internal": np.asarray(internal, dtype=np.int64), "gauss": gauss},
             "counter": model.counter,
             "first_window": model._first_window,
@@ -181,9 +163,7 @@ class HalfSpaceTreesDetector:
         self.__dict__.update(fresh.__dict__)
         self._min = np.asarray(state["min"], dtype=np.float64).copy()
         self._max = np.asarray(state["max"], dtype=np.float64).copy()
-        self._n = int(state["n"])
-        self._mean = np.asarray(state["mean"], dtype=np.float64).copy()
-        self._m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+        self._moments.load_state_dict(state)
         model = self._model
         rng = state["rng"]
         model.rng.setstate((int(rng["version"]), tuple(int(v) for v in rng["internal"]), rng["gauss"]))

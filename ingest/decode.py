@@ -44,6 +44,7 @@ from ingest.schemas import (
     REQUIRED_FIELDS,
     SCHEMA_VERSION,
     SCHEMAS,
+    VECTOR_FIELDS,
     check_domain,
 )
 
@@ -92,14 +93,16 @@ class DecodeResult:
 _STR_FIELDS = {
     "transactions": ("event_id", "card_id", "terminal_id"),
     "sensors": ("event_id", "device_id"),
+    "records": ("event_id", "entity_id"),
     "labels": ("event_id",),
 }
 _OPTIONAL_STR_FIELDS = {
     "transactions": ("currency", "channel", "merchant_category"),
     "sensors": (),
+    "records": (),
     "labels": (),
 }
-_NUMBER_FIELDS = {"transactions": ("ts", "amount"), "sensors": ("ts",), "labels": ("ts",)}
+_NUMBER_FIELDS = {"transactions": ("ts", "amount"), "sensors": ("ts",), "records": ("ts",), "labels": ("ts",)}
 _BRACKETS = np.zeros(256, dtype=np.int8)
 _BRACKETS[[ord("["), ord("{")]] = 1
 _BRACKETS[[ord("]"), ord("}")]] = -1
@@ -328,21 +331,22 @@ class BatchDecoder:
                 return R.WRONG_TYPE, f"{f} is {_describe(obj[f])}, expected a number"
         if domain == "labels" and type(obj["label"]) is not int:
             return R.WRONG_TYPE, f"label is {_describe(obj['label'])}, expected 0 or 1"
-        readings = obj.get("readings")
-        if domain == "sensors":
+        vector = VECTOR_FIELDS.get(domain)
+        readings = obj.get(vector) if vector else None
+        if vector:
             if not isinstance(readings, dict):
-                return R.WRONG_TYPE, f"readings is {_describe(readings)}, expected an object"
+                return R.WRONG_TYPE, f"{vector} is {_describe(readings)}, expected an object"
             for ch, x in readings.items():
                 if not _is_number(x):
-                    return R.WRONG_TYPE, f"readings[{ch!r}] is {_describe(x)}, expected a number"
+                    return R.WRONG_TYPE, f"{vector}[{ch!r}] is {_describe(x)}, expected a number"
         # finiteness (JSON parsing leaves only huge integers to catch here)
         for f in _NUMBER_FIELDS[domain]:
             if not _finite(obj[f]):
                 return R.NON_FINITE, f"{f} is not a finite number"
-        if domain == "sensors":
+        if vector:
             for ch, x in readings.items():  # type: ignore[union-attr]
                 if not _finite(x):
-                    return R.NON_FINITE, f"readings[{ch!r}] is not a finite number"
+                    return R.NON_FINITE, f"{vector}[{ch!r}] is not a finite number"
         # ranges
         for f in _STR_FIELDS[domain]:
             if not 1 <= len(obj[f]) <= MAX_ID_LENGTH:
@@ -351,12 +355,12 @@ class BatchDecoder:
             return R.OUT_OF_RANGE, f"amount {obj['amount']!r} is negative"
         if domain == "labels" and obj["label"] not in (0, 1):
             return R.OUT_OF_RANGE, f"label is {obj['label']!r}, expected 0 or 1"
-        if domain == "sensors":
+        if vector:
             if not 1 <= len(readings) <= MAX_CHANNELS:  # type: ignore[arg-type]
-                return R.OUT_OF_RANGE, f"readings must have 1..{MAX_CHANNELS} channels, has {len(readings)}"  # type: ignore[arg-type]
+                return R.OUT_OF_RANGE, f"{vector} must have 1..{MAX_CHANNELS} entries, has {len(readings)}"  # type: ignore[arg-type]
             for ch in readings:  # type: ignore[union-attr]
                 if not 1 <= len(ch) <= MAX_CHANNEL_NAME_LENGTH:
-                    return R.OUT_OF_RANGE, f"channel name must have 1..{MAX_CHANNEL_NAME_LENGTH} characters"
+                    return R.OUT_OF_RANGE, f"{vector} names must have 1..{MAX_CHANNEL_NAME_LENGTH} characters"
         return None
 
 

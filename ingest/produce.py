@@ -141,12 +141,13 @@ def _key(event: Any, field: str) -> bytes | None:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def events_from_file(path: str | Path, domain: str, columns: Columns = None) -> Iterator[Any]:
-    """The valid events of a CSV/Parquet file in time order (see `FileSource` for `columns`).
+def events_from_file(path: str | Path, domain: str, columns: Columns = None, **options: Any) -> Iterator[Any]:
+    """The valid events of a CSV/Parquet file in time order (see `FileSource` for `columns` and `options`:
+    `labels`, `time_origin`).
 
     Rows that would not pass validation are skipped with a warning naming the reasons.
     """
-    source = FileSource(path, domain, columns=columns)
+    source = FileSource(path, domain, columns=columns, **options)
     decoder = BatchDecoder(domain)
     rejected: dict[str, int] = {}
     while not source.exhausted:

@@ -9,10 +9,14 @@ last) and gives them synthetic coordinates: topic = `topic` (default: the domain
 offset = position in that order. Column mapping: `{wire_field: file_column}`; fields not named
 map to a column of the same name when there is one. Sensors take `readings` from a list of
 channel columns, `{channel: column}`, or a column-name prefix (stripped to name the channel);
-by default from every other numeric column. A missing `event_id` becomes `<file stem>-<row>`, a
-missing sensor `device_id` the file stem. `ts` may be epoch seconds, epoch milliseconds
-(values above 1e11) or date-times (naive ones are UTC). With a `label` column (mapped or named
-`label`), labels are available per offset (`labels`) and per event id (`labels_by_event_id`).
+by default from every other numeric column. Records (ready-made feature vectors) take `features` the same
+ways, but only as named: no column becomes a feature unless listed. Without a `ts` column or mapping, the one
+column named time, timestamp, datetime or event_time (any case) is the time. A missing `event_id` becomes
+`<file stem>-<row>`, a missing sensor `device_id` / record `entity_id` the file stem. `ts` may be epoch seconds,
+epoch milliseconds (values above 1e11) or date-times (naive ones are UTC); with `time_origin`, numbers are
+seconds since that origin (a relative time column). With a `label` column (mapped or given as `labels`; for
+transactions and sensors also one named `label`; `labels=False`: none), labels are available per offset
+(`labels`) and per event id (`labels_by_event_id`).
 
 `KafkaRangeSource` selects by offsets, by the events' own time (`ts`, read from the wire JSON) or by
 the broker's record timestamps; see its doc.
@@ -33,7 +37,7 @@ import pandas as pd
 
 from ingest.errors import IngestError, ReplaySourceError, kafka_bootstrap
 from ingest.records import Record
-from ingest.schemas import KEY_FIELDS, SCHEMA_VERSION, check_domain
+from ingest.schemas import KEY_FIELDS, SCHEMA_VERSION, VECTOR_FIELDS, check_domain
 
 Columns = Mapping[str, Any] | str | Path | None
 
@@ -49,13 +53,17 @@ _WIRE_FIELDS = {
         "merchant_category",
     ),
     "sensors": ("event_id", "ts", "device_id", "readings"),
+    "records": ("event_id", "ts", "entity_id", "features"),
     "labels": ("event_id", "label", "ts"),
 }
+_TIME_NAMES = {"time", "timestamp", "datetime", "event_time", "time_s"}  # a time column found without a mapping
+_ENTITY_FIELDS = {"sensors": "device_id", "records": "entity_id"}  # default: the file's stem
 _STRING_FIELDS = {
     "event_id",
     "card_id",
     "terminal_id",
     "device_id",
+    "entity_id",
     "currency",
     "channel",
     "merchant_category",
@@ -70,6 +78,26 @@ _NOT_READINGS = {
     "tx_fraud",
     "tx_fraud_scenario",
 }
+
+
+def expand_columns(text: str) -> list[str]:
+    """Column names from a comma-separated list where `V1..V28` stands for V1, V2, ..., V28.
+
+    >>> expand_columns("V1..V3, Amount")
+    ['V1', 'V2', 'V3', 'Amount']
+    """
+    import re
+
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        span = re.fullmatch(r"(\D*)(\d+)\.\.(\D*)(\d+)", part)
+        if span and span.group(1) == span.group(3) and int(span.group(2)) <= int(span.group(4)):
+            names += [f"{span.group(1)}{i}" for i in range(int(span.group(2)), int(span.group(4)) + 1)]
+        elif span:
+            raise ReplaySourceError(f"cannot expand {part!r}: write a range as V1..V28")
+        elif part:
+            names.append(part)
+    return names
 
 
 def load_columns(columns: Columns, domain: str | None = None) -> dict[str, Any]:
@@ -174,6 +202,8 @@ class FileSource:
         *,
         topic: str | None = None,
         label_column: str | None = None,
+        labels: bool = True,
+        time_origin: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -187,6 +217,8 @@ class FileSource:
         mapping = load_columns(columns, domain)
         if label_column is not None:
             mapping["label"] = label_column
+        self._use_labels = labels
+        self.time_origin = time_origin
         strings = [mapping.get(f, f) for f in _STRING_FIELDS if isinstance(mapping.get(f, f), str)]
         frame = read_frame(self.path, strings)
         self._build(frame, mapping)
@@ -213,8 +245,12 @@ class FileSource:
             raise ReplaySourceError(
                 f"unknown wire field(s) in the column mapping for {self.domain}: {sorted(unknown)}"
             )
+        if "ts" not in mapping and "ts" not in frame.columns:
+            named = [c for c in frame.columns if str(c).lower() in _TIME_NAMES]
+            if len(named) == 1:
+                mapping = {**mapping, "ts": named[0]}
         ts_col = self._column(frame, mapping, "ts", required=True)
-        ts = to_epoch_seconds(ts_col)
+        ts = self._times(ts_col)
         order = np.argsort(np.where(np.isnan(ts), np.inf, ts), kind="stable")
         frame = frame.iloc[order].reset_index(drop=True)
         self._ts = ts[order]
@@ -222,8 +258,9 @@ class FileSource:
         used: set[str] = {str(mapping.get("ts", "ts"))}
 
         fields: dict[str, list[Any]] = {}
+        vector = VECTOR_FIELDS.get(self.domain)
         for field in _WIRE_FIELDS[self.domain]:
-            if field in ("ts", "readings"):
+            if field in ("ts", vector):
                 continue
             required = field in ("card_id", "terminal_id", "amount") or (
                 self.domain == "labels" and field == "label"
@@ -235,14 +272,17 @@ class FileSource:
             fields[field] = _strings(col) if field in _STRING_FIELDS else _numbers(col)
         if "event_id" not in fields:
             fields["event_id"] = [f"{self.path.stem}-{i}" for i in order.tolist()]
-        if self.domain == "sensors" and "device_id" not in fields:
-            fields["device_id"] = [self.path.stem] * n
+        entity = _ENTITY_FIELDS.get(self.domain)
+        if entity and entity not in fields:
+            fields[entity] = [self.path.stem] * n
         if self.domain == "labels":
             fields["label"] = [
                 None if x is None else int(x) if float(x).is_integer() else x for x in fields["label"]
             ]
 
-        label_col = None if self.domain == "labels" else self._column(frame, mapping, "label", required=False)
+        label_col = None
+        if self.domain != "labels" and self._use_labels and (self.domain != "records" or "label" in mapping):
+            label_col = self._column(frame, mapping, "label", required=False)
         if label_col is not None:
             used.add(str(label_col.name))
             values = pd.to_numeric(label_col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -250,18 +290,36 @@ class FileSource:
         else:
             self.labels = None
 
-        if self.domain == "sensors":
-            channel_names, matrix = self._readings(frame, mapping, used)
+        if vector:
+            if self.domain == "records" and not mapping.get("features"):
+                raise ReplaySourceError(f"{self.path.name}: name the feature columns of the records (--features "
+                                        f"V1..V28,Amount); columns: {', '.join(map(str, frame.columns))}")
+            channel_names, matrix = self._readings(frame, mapping, used, vector)
             self._channels = channel_names
             self._matrix = matrix
         self._fields = fields
         self._n = n
         self.event_ids: list[str] = fields["event_id"]
 
+    def _times(self, col: pd.Series) -> np.ndarray:
+        """Epoch seconds of the time column; numbers count from `time_origin` when one is given."""
+        if self.time_origin is None:
+            ts = to_epoch_seconds(col)
+            finite = ts[np.isfinite(ts)]
+            if finite.size and pd.api.types.is_numeric_dtype(col) and float(np.max(finite)) < 1e8:
+                raise ReplaySourceError(
+                    f"{self.path.name}: time column {col.name!r} looks relative (largest value {np.max(finite):g}, "
+                    "before 1973 as epoch seconds): give the time it counts from (--time-origin 2024-01-01)")
+            return ts
+        if not pd.api.types.is_numeric_dtype(col):
+            raise ReplaySourceError(f"{self.path.name}: --time-origin needs a numeric time column "
+                                    f"(seconds since the origin), {col.name!r} is not")
+        return self.time_origin + col.to_numpy(dtype=np.float64, na_value=np.nan)
+
     def _readings(
-        self, frame: pd.DataFrame, mapping: Mapping[str, Any], used: set[str]
+        self, frame: pd.DataFrame, mapping: Mapping[str, Any], used: set[str], vector: str = "readings"
     ) -> tuple[list[str], np.ndarray]:
-        spec = mapping.get("readings")
+        spec = mapping.get(vector)
         if spec is None:
             cols = [
                 c
@@ -282,11 +340,13 @@ class FileSource:
             pairs = [(str(c), c) for c in spec]
         else:
             raise ReplaySourceError(
-                "readings must map to a list of columns, {channel: column} or a column prefix"
+                f"{vector} must map to a list of columns, {{name: column}} or a column prefix"
             )
         missing = [col for _, col in pairs if col not in frame.columns]
         if missing or not pairs:
-            raise ReplaySourceError(f"{self.path.name}: reading columns not found: {missing or spec!r}")
+            raise ReplaySourceError(f"{self.path.name}: {vector} columns not found: {missing or spec!r}")
+        if "label" in mapping and mapping["label"] in {col for _, col in pairs}:
+            raise ReplaySourceError(f"{self.path.name}: the label column {mapping['label']!r} is also a feature")
         matrix = np.column_stack(
             [
                 pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -330,10 +390,11 @@ class FileSource:
                 if value is not None:
                     row[name] = value
             rows.append(row)
-        if self.domain == "sensors":
+        field = VECTOR_FIELDS.get(self.domain)
+        if field:
             channels = self._channels
             for row, vector in zip(rows, self._matrix[start:stop].tolist(), strict=True):
-                row["readings"] = {
+                row[field] = {
                     ch: x for ch, x in zip(channels, vector, strict=True) if x == x
                 }  # x == x: not NaN
         return rows

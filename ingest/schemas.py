@@ -1,4 +1,4 @@
-"""Versioned wire schemas of the three event domains, and how they are encoded and keyed.
+"""Versioned wire schemas of the event domains, and how they are encoded and keyed.
 
 Wire format: one JSON object per Kafka message, UTF-8. `ts` is event time in epoch seconds
 (UTC, float). `v` is the schema version; unknown extra fields are ignored (forward
@@ -25,11 +25,12 @@ import msgspec
 
 SCHEMA_VERSION = 1
 
-Domain = Literal["transactions", "sensors", "labels"]
+Domain = Literal["transactions", "sensors", "records", "labels"]
 DOMAINS: tuple[str, ...] = get_args(Domain)
 
 # Topic names used when the settings name none.
-DEFAULT_TOPICS: dict[str, str] = {"transactions": "transactions", "sensors": "sensors", "labels": "labels"}
+DEFAULT_TOPICS: dict[str, str] = {"transactions": "transactions", "sensors": "sensors", "records": "records",
+                                  "labels": "labels"}
 DLQ_SUFFIX = ".dlq"
 
 MAX_ID_LENGTH = 256
@@ -73,6 +74,17 @@ class SensorReading(_Event, frozen=True):
     v: Literal[1] = 1
 
 
+class FeatureRecord(_Event, frozen=True):
+    """A ready-made feature vector (the records domain): numbers computed upstream, scored row by row. Key = entity_id
+    (use one id for a stream without entities)."""
+
+    event_id: Id
+    ts: FiniteFloat
+    entity_id: Id
+    features: Readings
+    v: Literal[1] = 1
+
+
 class Label(_Event, frozen=True):
     """A late ground-truth label (1 = fraud / anomaly) for an earlier event. Key = event_id."""
 
@@ -82,14 +94,18 @@ class Label(_Event, frozen=True):
     v: Literal[1] = 1
 
 
-Event = Transaction | SensorReading | Label
+Event = Transaction | SensorReading | FeatureRecord | Label
 
-SCHEMAS: dict[str, type[Transaction] | type[SensorReading] | type[Label]] = {
+SCHEMAS: dict[str, type[Transaction] | type[SensorReading] | type[FeatureRecord] | type[Label]] = {
     "transactions": Transaction,
     "sensors": SensorReading,
+    "records": FeatureRecord,
     "labels": Label,
 }
-KEY_FIELDS: dict[str, str] = {"transactions": "card_id", "sensors": "device_id", "labels": "event_id"}
+KEY_FIELDS: dict[str, str] = {"transactions": "card_id", "sensors": "device_id", "records": "entity_id",
+                              "labels": "event_id"}
+# The field holding an event's vector of named numbers, in the domains that have one.
+VECTOR_FIELDS: dict[str, str] = {"sensors": "readings", "records": "features"}
 # Wire fields every message of a domain must carry (`v` may be left out: it defaults to 1).
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     name: s.__struct_fields__[: len(s.__struct_fields__) - len(s.__struct_defaults__)]
@@ -104,7 +120,7 @@ def check_domain(domain: str) -> str:
     return domain
 
 
-def schema_for(domain: str) -> type[Transaction] | type[SensorReading] | type[Label]:
+def schema_for(domain: str) -> type[Transaction] | type[SensorReading] | type[FeatureRecord] | type[Label]:
     return SCHEMAS[check_domain(domain)]
 
 
@@ -117,7 +133,7 @@ _encoder = msgspec.json.Encoder()
 _V1_PREFIX = b'{"v":1,'
 
 
-def encode_event(event: Transaction | SensorReading | Label) -> bytes:
+def encode_event(event: Event) -> bytes:
     """The event as wire JSON. Optional fields left at None are omitted; `v` is always written first."""
     body = _encoder.encode(event)
     if (
@@ -127,6 +143,7 @@ def encode_event(event: Transaction | SensorReading | Label) -> bytes:
     return body
 
 
-def event_key(domain: str, event: Transaction | SensorReading | Label) -> bytes:
-    """The Kafka key of an event: card_id (transactions), device_id (sensors), event_id (labels)."""
+def event_key(domain: str, event: Event) -> bytes:
+    """The Kafka key of an event: card_id (transactions), device_id (sensors), entity_id (records), event_id
+    (labels)."""
     return getattr(event, KEY_FIELDS[check_domain(domain)]).encode()

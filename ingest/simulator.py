@@ -45,7 +45,7 @@ from typing import Literal, cast
 import numpy as np
 import pandas as pd
 
-from ingest.schemas import Label, SensorReading, Transaction
+from ingest.schemas import FeatureRecord, Label, SensorReading, Transaction
 
 DAY_S = 86400.0
 
@@ -493,6 +493,86 @@ class SensorSimulator:
             self.label_delay_s,
             include_normal,
         )
+
+    def write(self, path: str | Path) -> Path:
+        return _write_frame(self.to_frame(), path)
+
+
+@dataclass
+class FeatureVectorSimulator:
+    """Ready-made, anonymised feature vectors like a public card-fraud set: one stream, no ids, a relative time.
+
+    Genuine rows are correlated Gaussians (a random mixing of independent factors, so the columns look like PCA
+    components) plus a log-normal `Amount`; frauds (`fraud_rate` of the rows, label 1) are drawn shifted along a
+    few of the factors. `to_frame()` has the columns `Time` (seconds since the start, increasing), `V1..V{k}`,
+    `Amount` and `Class`, like that set; `events()` gives the records domain's wire events (one entity).
+
+    >>> frame = FeatureVectorSimulator(seed=0, n_rows=1000).to_frame()
+    >>> list(frame.columns[:3]), list(frame.columns[-2:]), int(frame["Class"].sum())
+    (['Time', 'V1', 'V2'], ['Amount', 'Class'], 5)
+    """
+
+    seed: int = 0
+    n_rows: int = 20_000
+    n_features: int = 28
+    fraud_rate: float = 0.005
+    fraud_shift: float = 2.5  # in standard deviations, along `shifted_factors` of the factors
+    shifted_factors: int = 4
+    start: str | float = "2024-01-01"
+    mean_gap_s: float = 8.0
+    entity: str = "all"
+    run: str | None = None  # in the event ids; None: new_run_id()
+
+    def __post_init__(self) -> None:
+        if self.n_rows < 1 or self.n_features < 1:
+            raise ValueError("n_rows and n_features must be >= 1")
+        self.run = self.run or new_run_id()
+        self._frame: pd.DataFrame | None = None
+
+    def to_frame(self) -> pd.DataFrame:
+        if self._frame is not None:
+            return self._frame
+        rng = np.random.default_rng(self.seed)
+        n, k = self.n_rows, self.n_features
+        fraud = np.zeros(n, dtype=bool)
+        fraud[rng.choice(n, size=int(round(self.fraud_rate * n)), replace=False)] = True
+        factors = rng.normal(size=(n, k))
+        direction = np.zeros(k)
+        direction[rng.choice(k, size=min(self.shifted_factors, k), replace=False)] = rng.choice([-1.0, 1.0], size=min(
+            self.shifted_factors, k))
+        factors[fraud] += self.fraud_shift * direction
+        mixing = np.linalg.qr(rng.normal(size=(k, k)))[0] * rng.uniform(0.5, 2.0, size=k)
+        columns = {"Time": np.cumsum(rng.exponential(self.mean_gap_s, size=n)).round(0)}
+        columns.update({f"V{i + 1}": v for i, v in enumerate((factors @ mixing).T)})
+        amount = rng.lognormal(3.0, 1.0, size=n)
+        amount[fraud] *= rng.uniform(1.0, 4.0, size=int(fraud.sum()))
+        columns["Amount"] = amount.round(2)
+        columns["Class"] = fraud.astype(np.int8)
+        self._frame = pd.DataFrame(columns)
+        return self._frame
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def event_ids(self) -> list[str]:
+        return _ids(f"fv-s{self.seed}-{self.run}", self.n_rows)
+
+    @property
+    def is_fraud(self) -> np.ndarray:
+        return self.to_frame()["Class"].to_numpy() == 1
+
+    def events(self) -> Iterator[FeatureRecord]:
+        frame = self.to_frame()
+        names = [c for c in frame.columns if c not in ("Time", "Class")]
+        ts = (to_epoch(self.start) + frame["Time"].to_numpy()).tolist()
+        values = frame[names].to_numpy().tolist()
+        for eid, t, row in zip(self.event_ids(), ts, values, strict=True):
+            yield FeatureRecord(eid, t, self.entity, dict(zip(names, row, strict=True)))
+
+    def labels(self) -> list[Label]:
+        """The frauds' labels (ts = the event's)."""
+        ts = to_epoch(self.start) + self.to_frame()["Time"].to_numpy()
+        return _labels(self.event_ids(), ts, self.is_fraud, 0.0, False)
 
     def write(self, path: str | Path) -> Path:
         return _write_frame(self.to_frame(), path)

@@ -205,6 +205,19 @@ def find_problem(events: int, rejects: Sequence[Any], max_reject_share: float, s
     return f"{problem}{fix}; most common: {reasons}"
 
 
+def unscored_sensors(frame: Any, window: int) -> str:
+    """Why a sensors backtest scored no reading: no device reached a full window.
+
+    >>> import pandas as pd
+    >>> unscored_sensors(pd.DataFrame({"entity": ["a", "b", "b"]}), 30)
+    'scored no reading: the sensors domain scores windows of 30 readings per device (sensors.window) and the most any device had was 2 (2 devices); one row per entity is the records domain (--domain records)'
+    """
+    counts = frame["entity"].value_counts()
+    return (f"scored no reading: the sensors domain scores windows of {window} readings per device (sensors.window) "
+            f"and the most any device had was {int(counts.max())} ({len(counts)} devices); one row per entity is the "
+            "records domain (--domain records)")
+
+
 def _kafka_labels(settings: Settings, topic: str) -> dict[str, int]:
     """Every label on the labels topic (empty when the topic does not exist)."""
     from ingest.decode import decode_batch
@@ -246,18 +259,19 @@ def run_backtest(
     evaluate_from: float | None = None,
     evaluate_to: float | None = None,
     known_entity_days: float | None = None,
+    file_options: dict[str, Any] | None = None,
 ) -> BacktestResult:
     """Replay `input_spec` through the runner; write the report when `report_dir` is given.
 
     The report's metrics count events after warm-up, inside [evaluate_from, evaluate_to) (event time,
     epoch seconds) and per `period` ("day", "week"; None: by the span); with `known_entity_days`, the
     entities with a fraud revealed in that many days before a period are left out of it (the Fraud
-    Handbook's known-compromised-card rule)."""
+    Handbook's known-compromised-card rule). `file_options` go to `FileSource` (`labels`, `time_origin`)."""
     from ingest.replay import FileSource, KafkaRangeSource
     from sinks.memory_sink import MemorySink
 
-    if domain not in ("transactions", "sensors"):
-        raise ConfigError(f"--domain must be transactions or sensors for a backtest, got {domain!r}")
+    if domain not in ("transactions", "sensors", "records"):
+        raise ConfigError(f"--domain must be transactions, sensors or records for a backtest, got {domain!r}")
     model = settings.model(domain)
     if compare:
         model = model.model_copy(update={"detector": compare[0], "challengers": tuple(compare[1:])})
@@ -271,7 +285,7 @@ def run_backtest(
     spec = parse_input(input_spec, settings.topics.labels)
     truth: dict[str, int] = {}
     if isinstance(spec, Path):
-        source: Any = FileSource(spec, domain, columns=columns, topic=domain)
+        source: Any = FileSource(spec, domain, columns=columns, topic=domain, **(file_options or {}))
         truth = source.labels_by_event_id
         total: int | None = len(source)
         topic = domain
@@ -314,6 +328,8 @@ def run_backtest(
     rejects = [r for r in dlq.rejects if r.record.topic == topic]  # not the (generated) labels
     result = BacktestResult(frame, list(sink.alerts), stats, len(dlq.rejects), wrapped.revealed)
     result.problem = find_problem(stats.events, rejects, settings.backtest.max_reject_share, _selection(spec, source))
+    if result.problem is None and domain == "sensors" and len(frame) and not frame["score"].notna().any():
+        result.problem = unscored_sensors(frame, settings.model("sensors").window)
     if report_dir is not None:
         from evaluation.report import all_metrics, write_report
 

@@ -84,11 +84,37 @@ def _section(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+# ------------------------------------------------------------------------------------- file inputs
+FeaturesOption = typer.Option(None, "--features", help="records: the feature columns, e.g. V1..V28,Amount")
+LabelsOption = typer.Option(None, "--labels", help="the label column (1 = fraud / anomaly)")
+NoLabelsOption = typer.Option(False, "--no-labels", help="the file has no label column: use none")
+TimeOriginOption = typer.Option(None, "--time-origin", help="the time column counts seconds from this date-time")
+
+
+def file_options(columns: Any, features: str | None, labels: str | None, no_labels: bool,
+                 time_origin: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(column mapping, FileSource keywords) from the file options of produce and backtest."""
+    from ingest.errors import ReplaySourceError
+    from ingest.replay import expand_columns, load_columns
+
+    if labels and no_labels:
+        raise typer.BadParameter("give --labels COL or --no-labels, not both")
+    try:
+        mapping = load_columns(columns)
+        if features:
+            mapping["features"] = expand_columns(features)
+    except ReplaySourceError as exc:
+        raise fail(str(exc), exc) from exc
+    if labels:
+        mapping["label"] = labels
+    return mapping, {"labels": not no_labels, "time_origin": _instant(time_origin)}
+
+
 # ------------------------------------------------------------------------------------- run
 @app.command()
 def run(
     config: Path | None = ConfigOption,
-    domain: str | None = typer.Option(None, help="transactions | sensors | all"),
+    domain: str | None = typer.Option(None, help="transactions | sensors | records | all (transactions + sensors)"),
     group_id: str | None = typer.Option(None, help="Kafka consumer group"),
     metrics_port: int | None = typer.Option(None, help="serve Prometheus metrics on this port"),
     state_dir: Annotated[Path | None, typer.Option(help="checkpoints and promotion requests")] = None,
@@ -130,14 +156,19 @@ def run(
 # ------------------------------------------------------------------------------------- produce
 @app.command()
 def produce(
-    domain: str = typer.Option("transactions", help="transactions | sensors | labels"),
+    domain: str = typer.Option("transactions", help="transactions | sensors | records | labels"),
     input: Annotated[Path | None, typer.Option("--input", "-i", help="CSV/Parquet file (else the simulator)")] = None,
-    columns: Annotated[Path | None, typer.Option(help="YAML mapping wire field -> file column")] = None,
+    columns: str | None = typer.Option(None, help="YAML file or field=column,... mapping"),
+    features: str | None = FeaturesOption,
+    labels: str | None = LabelsOption,
+    no_labels: bool = NoLabelsOption,
+    time_origin: str | None = TimeOriginOption,
     topic: str | None = typer.Option(None, help="default: the domain's topic"),
     rate: float | None = typer.Option(None, help="events per second (default: as fast as possible)"),
     limit: int | None = typer.Option(None, help="stop after this many events"),
     seed: int = typer.Option(0, help="simulator seed"),
-    scale: int = typer.Option(200, help="simulator: customers and terminals (transactions) or steps x 10 (sensors)"),
+    scale: int = typer.Option(200, help="simulator: customers and terminals (transactions), steps x 10 (sensors), "
+                              "rows x 100 (records)"),
     days: int = typer.Option(7, help="simulator: days of transactions"),
     run_id: str | None = typer.Option(None, "--run-id", help="simulator: run id in the event ids (default: a new "
                                       "one, printed); give a transactions run's id to produce its labels"),
@@ -153,7 +184,13 @@ def produce(
     security.pop("bootstrap_servers")
     security.pop("client_id")
     if input is not None:
-        events: Any = events_from_file(input, domain, columns=columns)
+        mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin)
+        events: Any = events_from_file(input, domain, columns=mapping, **options)
+    elif domain == "records":
+        from ingest.simulator import FeatureVectorSimulator
+
+        run_id = run_id or new_run_id()
+        events = FeatureVectorSimulator(seed=seed, n_rows=scale * 100, run=run_id).events()
     elif domain == "sensors":
         run_id = run_id or new_run_id()
         events = events_from_simulator("sensors", seed=seed, limit=limit, n_steps=scale * 10, run=run_id)
@@ -225,8 +262,12 @@ def backtest(
     input: str = typer.Option(..., "--input", "-i", help=(
         "FILE or kafka://TOPIC?from=A&to=B: offsets, or date-times (UTC) compared with the events' ts; "
         "add &time=broker to select date-times by Kafka record timestamps, &labels=TOPIC for the labels topic")),
-    domain: str = typer.Option("transactions", help="transactions | sensors"),
+    domain: str = typer.Option("transactions", help="transactions | sensors | records"),
     columns: str | None = typer.Option(None, help="YAML file or field=column,... mapping"),
+    features: str | None = FeaturesOption,
+    labels: str | None = LabelsOption,
+    no_labels: bool = NoLabelsOption,
+    time_origin: str | None = TimeOriginOption,
     label_delay: str | None = typer.Option(None, help="labels are revealed this long after the event (7d, 1h...)"),
     report: Annotated[Path | None, typer.Option(help="report directory (default: settings backtest.report_dir)")] = None,
     compare: str | None = typer.Option(None, help="det1,det2,...: the first is champion, the rest challengers"),
@@ -248,10 +289,11 @@ def backtest(
 
     settings = settings_or_exit(config)
     out = report or settings.backtest.report_dir
+    mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin)
     with services_or_exit(settings):
         try:
             result = run_backtest(
-                settings, input, domain=domain, columns=parse_columns(columns),
+                settings, input, domain=domain, columns=mapping, file_options=options,
                 label_delay_s=parse_duration(label_delay) if label_delay else None, report_dir=out,
                 compare=[c.strip() for c in compare.split(",") if c.strip()] if compare else (), progress=progress,
                 seed=seed, period=_period(period), evaluate_from=_instant(evaluate_from),
@@ -406,10 +448,10 @@ def demo(
 
 
 # ------------------------------------------------------------------------------------- console (pipeline.console_cli)
-from pipeline.console_cli import alerts_label, console as console_command  # noqa: E402
+from pipeline import console_cli  # noqa: E402
 
-app.command("console")(console_command)
-alerts_app.command("label")(alerts_label)
+app.command("console")(console_cli.console)
+alerts_app.command("label")(console_cli.alerts_label)
 
 
 if __name__ == "__main__":

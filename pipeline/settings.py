@@ -52,8 +52,8 @@ OTHER_ENV_VARS = frozenset({
 })
 MASK = "**********"
 
-Domain = Literal["transactions", "sensors"]
-DomainChoice = Literal["transactions", "sensors", "all"]
+Domain = Literal["transactions", "sensors", "records"]
+DomainChoice = Literal["transactions", "sensors", "records", "all"]
 
 
 class _Section(BaseModel):
@@ -145,13 +145,14 @@ class KafkaSettings(_Section):
 class TopicSettings(_Section):
     transactions: str = "transactions"
     sensors: str = "sensors"
+    records: str = "records"
     labels: str = "labels"
 
     @model_validator(mode="after")
     def _distinct(self) -> TopicSettings:
-        names = [self.transactions, self.sensors, self.labels]
+        names = [self.transactions, self.sensors, self.records, self.labels]
         if len(set(names)) != len(names):
-            raise ValueError(f"topics.transactions, topics.sensors and topics.labels must differ, got {names}")
+            raise ValueError(f"topics.transactions, .sensors, .records and .labels must differ, got {names}")
         return self
 
     def for_domain(self, domain: str) -> str:
@@ -307,6 +308,18 @@ class TransactionModelSettings(ModelSettings):
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
     replay_capacity: int = Field(140_000, ge=1)
+
+
+class RecordModelSettings(ModelSettings):
+    """Ready-made feature vectors (`{event_id, ts, entity_id, features{...}}`), scored row by row: a label-free
+    autoencoder alerts on each row on its own from the end of warm-up; a supervised MLP learns beside it from the
+    labels topic and takes over once it ranks better."""
+
+    detector: str = "dense_autoencoder"
+    challengers: tuple[str, ...] = ("mlp_classifier",)
+    auto_promote: bool = True
+    features: tuple[str, ...] = Field((), description="records: the feature names, in order; empty = the first "
+                                      "record's, sorted (a record missing one is scored with its running mean)")
 
 
 class SensorModelSettings(ModelSettings):
@@ -483,6 +496,7 @@ class Settings(BaseSettings):
     runner: RunnerSettings = RunnerSettings()
     transactions: TransactionModelSettings = TransactionModelSettings()
     sensors: SensorModelSettings = SensorModelSettings()
+    records: RecordModelSettings = RecordModelSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     backtest: BacktestSettings = BacktestSettings()
     state: StateSettings = StateSettings()
@@ -502,7 +516,7 @@ class Settings(BaseSettings):
         return (init_settings, _EnvWithoutShorthands(settings_cls), _DictSource(settings_cls, _file_layer or _shorthands()))
 
     def domains(self) -> list[Domain]:
-        """The data domains this worker handles."""
+        """The data domains this worker handles ("all": transactions and sensors; records only when named)."""
         if self.runner.domain == "all":
             return ["transactions", "sensors"]
         return [self.runner.domain]

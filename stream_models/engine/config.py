@@ -7,7 +7,7 @@ from typing import Any
 
 from stream_models.errors import ModelError
 
-DOMAINS = ("transactions", "sensors")
+DOMAINS = ("transactions", "sensors", "records")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,8 @@ class EngineConfig:
     quiet_rows: int = 30  # learn from a device only this many rows after its last flag
     regime_rows: int = 0  # > 0: a device whose alarm episode lasts this many rows takes its new level as normal
     episode_gap_rows: int = 200  # quiet rows that close a device's alarm episode
+    # records
+    features: tuple[str, ...] = ()  # feature names in order; () = the first record's, sorted
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:

@@ -114,6 +114,65 @@ class SensorFeaturizer:
         self._partitioned(n_partitions).drop_partitions([partition])
 
 
+class RecordFeaturizer:
+    """Ready-made feature vectors as rows (B, F), in the order of `names` (the first record's, sorted, unless
+    given). A missing feature is filled with its running mean; extra ones are ignored."""
+
+    kinds = ("rows",)
+
+    def __init__(self, names: Sequence[str] = ()) -> None:
+        from stream_models.base import RunningMoments
+
+        self._names = list(names) or None
+        self._moments = RunningMoments(len(self._names)) if self._names else None
+
+    @property
+    def names(self) -> list[str] | None:
+        return list(self._names) if self._names else None
+
+    def update(self, events: Sequence[Any]) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+        from stream_models.base import RunningMoments
+
+        if self._names is None and events:
+            self._names = sorted(events[0].features)
+            self._moments = RunningMoments(len(self._names))
+        assert self._names is not None and self._moments is not None
+        nan = float("nan")
+        X = np.array([[e.features.get(n, nan) for n in self._names] for e in events], dtype=np.float64)
+        X = X.reshape(len(events), len(self._names))
+        missing = np.isnan(X)
+        if missing.any():
+            X = np.where(missing, self._moments.mean, X)
+        self._moments.update(X)
+        return [e.entity_id for e in events], {"rows": X.astype(np.float32)}, np.ones(len(events), dtype=bool)
+
+    def observe_labels(self, labels: Sequence[Any]) -> None:
+        """Ready-made features do not use labels."""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"names": list(self._names or []),
+                "moments": self._moments.state_dict() if self._moments is not None else None}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        from stream_models.base import RunningMoments
+
+        self._names = list(state["names"]) or None
+        self._moments = None
+        if self._names and state["moments"] is not None:
+            self._moments = RunningMoments(len(self._names))
+            self._moments.load_state_dict(state["moments"])
+
+    # records carry no per-entity state: a partition moving between workers takes nothing with it
+    def snapshot_partition(self, partition: int, n_partitions: int) -> dict[str, Any]:
+        return {}
+
+    def restore_partition(self, state: dict[str, Any]) -> None:
+        """Nothing per entity to restore."""
+
+    def drop_partition(self, partition: int, n_partitions: int) -> None:
+        """Nothing per entity to drop."""
+
+
 def check_inputs(domain: str, wanted: Collection[str], offered: Collection[str]) -> None:
     """A clear error when a detector needs an input kind this domain cannot give."""
     missing = sorted(set(wanted) - set(offered))

@@ -35,7 +35,12 @@ from stream_models.card_profile import CardProfile
 from stream_models.engine.batch import DomainBatch, Episode
 from stream_models.engine.champion import ChampionBoard, Contender, Scored
 from stream_models.engine.config import EngineConfig
-from stream_models.engine.featurizers import SensorFeaturizer, TransactionFeaturizer, check_inputs
+from stream_models.engine.featurizers import (
+    RecordFeaturizer,
+    SensorFeaturizer,
+    TransactionFeaturizer,
+    check_inputs,
+)
 from stream_models.reading_profile import ReadingProfile
 
 log = logging.getLogger("stream_models.engine")
@@ -51,7 +56,8 @@ BLIND_WITHOUT_LABELS = frozenset({
 def detector_names(domain: str) -> list[str]:
     """Registered detectors whose input this domain can give (rows and sequences for transactions;
     windows, sequences and rows for sensors)."""
-    kinds = TransactionFeaturizer.kinds if domain == "transactions" else SensorFeaturizer.kinds
+    kinds = {"transactions": TransactionFeaturizer.kinds, "records": RecordFeaturizer.kinds}.get(
+        domain, SensorFeaturizer.kinds)
     return [n for n in catalog.names() if catalog.consumes(n) in kinds]
 
 
@@ -147,7 +153,7 @@ class StreamEngine:
         self._episodes: dict[str, list[Any]] = {}  # device -> its open alarm episode
         self._regime_pending: set[str] = set()  # devices muted until the chunk's end starts them afresh
         self.profile: CardProfile | ReadingProfile | None = None
-        if config.profile_threshold > 0:
+        if config.profile_threshold > 0 and config.domain != "records":
             self.profile = CardProfile() if config.domain == "transactions" else ReadingProfile()
 
     @property
@@ -556,6 +562,8 @@ def build_engine(config: EngineConfig) -> StreamEngine:
         featurizer: Any = TransactionFeaturizer(config.label_delay_s,
                                                 config.sequence_length if needs_sequences else 0)
         return StreamEngine(config, featurizer)
+    if config.domain == "records":
+        return StreamEngine(config, RecordFeaturizer(config.features))
     from stream_models.alarm_filter import AlarmFilter, AlarmFilterConfig
 
     featurizer = SensorFeaturizer(config.window, config.freeze_normalisation_after, config.drift_horizon)

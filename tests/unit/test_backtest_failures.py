@@ -17,10 +17,10 @@ from tests.unit.test_backtest import TINY, tiny_settings
 
 
 def write_csv(path: Path, good: int, bad: int, bad_ts: float | None = None) -> Path:
-    """`good` valid transactions, then `bad` ones with a relative `ts` (seconds since the start: before 2000)."""
+    """`good` valid transactions, then `bad` ones with a `ts` in 1985, before the earliest accepted time (2000)."""
     rows = [{"event_id": f"g{i}", "ts": 1.7e9 + 60.0 * i, "card_id": f"c{i % 7}", "terminal_id": f"t{i % 5}",
              "amount": 10.0 + i % 13} for i in range(good)]
-    rows += [{"event_id": f"b{i}", "ts": float(i), "card_id": "c0", "terminal_id": "t0", "amount": 5.0}
+    rows += [{"event_id": f"b{i}", "ts": 5e8 + i, "card_id": "c0", "terminal_id": "t0", "amount": 5.0}
              for i in range(bad)]
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
@@ -39,12 +39,12 @@ def backtest(path: Path, report: Path) -> object:
 
 
 def test_all_rejected_exits_1_with_the_reason_and_still_writes_the_report(tiny_env: None, tmp_path: Path) -> None:
-    result = backtest(write_csv(tmp_path / "relative.csv", good=0, bad=300), tmp_path / "r")
+    result = backtest(write_csv(tmp_path / "too_old.csv", good=0, bad=300), tmp_path / "r")
 
     assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
     stderr = " ".join(result.stderr.split())  # type: ignore[attr-defined]
     assert "scored no events: all 300 input events were rejected" in stderr
-    assert "out_of_range x300, e.g. ts 0.0 is before the earliest accepted time" in stderr
+    assert "out_of_range x300, e.g. ts 500000000.0 is before the earliest accepted time" in stderr
     summary = json.loads((tmp_path / "r" / "metrics.json").read_text())["summary"]
     assert summary["events"] == 0 and summary["reject reasons"] == "out_of_range: 300"
 

@@ -15,6 +15,7 @@ from ingest.schemas import (
     DOMAINS,
     REQUIRED_FIELDS,
     SCHEMA_VERSION,
+    FeatureRecord,
     Label,
     SensorReading,
     Transaction,
@@ -47,13 +48,14 @@ def test_event_key_and_round_trip(domain: str, event: object, key: bytes) -> Non
 
 
 def test_topic_names_and_schema_metadata() -> None:
-    assert DOMAINS == ("transactions", "sensors", "labels")
+    assert DOMAINS == ("transactions", "sensors", "records", "labels")
     assert DEFAULT_TOPICS == {d: d for d in DOMAINS}
     assert dlq_topic("transactions") == "transactions.dlq"
     assert dlq_topic("x", suffix="-dead") == "x-dead"
     assert REQUIRED_FIELDS["labels"] == ("event_id", "label", "ts")
     assert SCHEMA_VERSION == 1
-    for schema in (Transaction, SensorReading, Label):
+    assert REQUIRED_FIELDS["records"] == ("event_id", "ts", "entity_id", "features")
+    for schema in (Transaction, SensorReading, FeatureRecord, Label):
         assert schema.__struct_fields__[-1] == "v"
     with pytest.raises(ValueError, match="unknown domain"):
         schema_for("payments")

@@ -38,6 +38,7 @@ import numpy as np
 
 from ingest.records import Record
 from ingest.schemas import (
+    MAX_ATTRIBUTES,
     MAX_CHANNEL_NAME_LENGTH,
     MAX_CHANNELS,
     MAX_ID_LENGTH,
@@ -329,6 +330,20 @@ class BatchDecoder:
         for f in _NUMBER_FIELDS[domain]:
             if not _is_number(obj[f]):
                 return R.WRONG_TYPE, f"{f} is {_describe(obj[f])}, expected a number"
+        attributes = obj.get("attributes") if domain == "transactions" else None
+        if attributes is not None:
+            if not isinstance(attributes, dict):
+                return R.WRONG_TYPE, f"attributes is {_describe(attributes)}, expected an object"
+            if len(attributes) > MAX_ATTRIBUTES:
+                return R.OUT_OF_RANGE, f"attributes must have at most {MAX_ATTRIBUTES} entries, has {len(attributes)}"
+            for name, x in attributes.items():
+                if not (type(x) is str or _is_number(x)):
+                    return R.WRONG_TYPE, f"attributes[{name!r}] is {_describe(x)}, expected a string or a number"
+                if _is_number(x) and not _finite(x):
+                    return R.NON_FINITE, f"attributes[{name!r}] is not a finite number"
+                if not 1 <= len(name) <= MAX_CHANNEL_NAME_LENGTH or (type(x) is str and len(x) > MAX_ID_LENGTH):
+                    return R.OUT_OF_RANGE, f"attributes[{name[:40]!r}]: names 1..{MAX_CHANNEL_NAME_LENGTH} and " \
+                                           f"text values up to {MAX_ID_LENGTH} characters"
         if domain == "labels" and type(obj["label"]) is not int:
             return R.WRONG_TYPE, f"label is {_describe(obj['label'])}, expected 0 or 1"
         vector = VECTOR_FIELDS.get(domain)

@@ -16,7 +16,8 @@ column named time, timestamp, datetime or event_time (any case) is the time. A m
 epoch milliseconds (values above 1e11) or date-times (naive ones are UTC); with `time_origin`, numbers are
 seconds since that origin (a relative time column). With a `label` column (mapped or given as `labels`; for
 transactions and sensors also one named `label`; `labels=False`: none), labels are available per offset
-(`labels`) and per event id (`labels_by_event_id`).
+(`labels`) and per event id (`labels_by_event_id`). Transactions take `attributes` from the columns listed (or
+`{attribute: column}`); numeric columns give numbers, others text.
 
 `KafkaRangeSource` selects by offsets, by the events' own time (`ts`, read from the wire JSON) or by
 the broker's record timestamps; see its doc.
@@ -51,6 +52,7 @@ _WIRE_FIELDS = {
         "currency",
         "channel",
         "merchant_category",
+        "attributes",
     ),
     "sensors": ("event_id", "ts", "device_id", "readings"),
     "records": ("event_id", "ts", "entity_id", "features"),
@@ -260,7 +262,7 @@ class FileSource:
         fields: dict[str, list[Any]] = {}
         vector = VECTOR_FIELDS.get(self.domain)
         for field in _WIRE_FIELDS[self.domain]:
-            if field in ("ts", vector):
+            if field in ("ts", vector, "attributes"):
                 continue
             required = field in ("card_id", "terminal_id", "amount") or (
                 self.domain == "labels" and field == "label"
@@ -290,6 +292,7 @@ class FileSource:
         else:
             self.labels = None
 
+        self._attributes = self._attribute_columns(frame, mapping.get("attributes"), used)
         if vector:
             if self.domain == "records" and not mapping.get("features"):
                 raise ReplaySourceError(f"{self.path.name}: name the feature columns of the records (--features "
@@ -300,6 +303,18 @@ class FileSource:
         self._fields = fields
         self._n = n
         self.event_ids: list[str] = fields["event_id"]
+
+    def _attribute_columns(self, frame: pd.DataFrame, spec: Any, used: set[str]) -> dict[str, list[Any]]:
+        """Transactions' `attributes` from named columns (a list, or {attribute: column}): numbers stay numbers."""
+        if not spec:
+            return {}
+        pairs = [(str(n), c) for n, c in spec.items()] if isinstance(spec, Mapping) else [(str(c), c) for c in spec]
+        missing = [c for _, c in pairs if c not in frame.columns]
+        if missing:
+            raise ReplaySourceError(f"{self.path.name}: attribute columns not found: {missing}")
+        used.update(str(c) for _, c in pairs)
+        return {name: _numbers(frame[col]) if pd.api.types.is_numeric_dtype(frame[col])
+                and not pd.api.types.is_bool_dtype(frame[col]) else _strings(frame[col]) for name, col in pairs}
 
     def _times(self, col: pd.Series) -> np.ndarray:
         """Epoch seconds of the time column; numbers count from `time_origin` when one is given."""
@@ -390,6 +405,12 @@ class FileSource:
                 if value is not None:
                     row[name] = value
             rows.append(row)
+        if self._attributes:
+            picked = {name: values[start:stop] for name, values in self._attributes.items()}
+            for i, row in enumerate(rows):
+                present = {name: values[i] for name, values in picked.items() if values[i] is not None}
+                if present:
+                    row["attributes"] = present
         field = VECTOR_FIELDS.get(self.domain)
         if field:
             channels = self._channels

@@ -44,6 +44,9 @@ NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0.0, le=_FLOAT_MAX)]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 ChannelName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_CHANNEL_NAME_LENGTH)]
 Readings = Annotated[dict[ChannelName, FiniteFloat], msgspec.Meta(min_length=1, max_length=MAX_CHANNELS)]
+MAX_ATTRIBUTES = 256
+AttributeValue = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] | FiniteFloat
+Attributes = Annotated[dict[ChannelName, AttributeValue], msgspec.Meta(max_length=MAX_ATTRIBUTES)]
 
 
 class _Event(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
@@ -61,6 +64,7 @@ class Transaction(_Event, frozen=True):
     currency: str | None = None
     channel: str | None = None
     merchant_category: str | None = None
+    attributes: Attributes | None = None  # more fields of the team's own: numbers or strings (settings say which count)
     v: Literal[1] = 1
 
 

@@ -89,10 +89,12 @@ FeaturesOption = typer.Option(None, "--features", help="records: the feature col
 LabelsOption = typer.Option(None, "--labels", help="the label column (1 = fraud / anomaly)")
 NoLabelsOption = typer.Option(False, "--no-labels", help="the file has no label column: use none")
 TimeOriginOption = typer.Option(None, "--time-origin", help="the time column counts seconds from this date-time")
+AttributesOption = typer.Option(None, "--attributes", help="transactions: columns sent as the events' attributes, "
+                                "e.g. country,channel (transactions.attributes says which the models use)")
 
 
 def file_options(columns: Any, features: str | None, labels: str | None, no_labels: bool,
-                 time_origin: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+                 time_origin: str | None, attributes: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(column mapping, FileSource keywords) from the file options of produce and backtest."""
     from ingest.errors import ReplaySourceError
     from ingest.replay import expand_columns, load_columns
@@ -103,6 +105,8 @@ def file_options(columns: Any, features: str | None, labels: str | None, no_labe
         mapping = load_columns(columns)
         if features:
             mapping["features"] = expand_columns(features)
+        if attributes:
+            mapping["attributes"] = expand_columns(attributes)
     except ReplaySourceError as exc:
         raise fail(str(exc), exc) from exc
     if labels:
@@ -163,6 +167,7 @@ def produce(
     labels: str | None = LabelsOption,
     no_labels: bool = NoLabelsOption,
     time_origin: str | None = TimeOriginOption,
+    attributes: str | None = AttributesOption,
     topic: str | None = typer.Option(None, help="default: the domain's topic"),
     rate: float | None = typer.Option(None, help="events per second (default: as fast as possible)"),
     limit: int | None = typer.Option(None, help="stop after this many events"),
@@ -184,7 +189,7 @@ def produce(
     security.pop("bootstrap_servers")
     security.pop("client_id")
     if input is not None:
-        mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin)
+        mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin, attributes)
         events: Any = events_from_file(input, domain, columns=mapping, **options)
     elif domain == "records":
         from ingest.simulator import FeatureVectorSimulator
@@ -268,6 +273,7 @@ def backtest(
     labels: str | None = LabelsOption,
     no_labels: bool = NoLabelsOption,
     time_origin: str | None = TimeOriginOption,
+    attributes: str | None = AttributesOption,
     label_delay: str | None = typer.Option(None, help="labels are revealed this long after the event (7d, 1h...)"),
     report: Annotated[Path | None, typer.Option(help="report directory (default: settings backtest.report_dir)")] = None,
     compare: str | None = typer.Option(None, help="det1,det2,...: the first is champion, the rest challengers"),
@@ -289,7 +295,7 @@ def backtest(
 
     settings = settings_or_exit(config)
     out = report or settings.backtest.report_dir
-    mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin)
+    mapping, options = file_options(parse_columns(columns), features, labels, no_labels, time_origin, attributes)
     with services_or_exit(settings):
         try:
             result = run_backtest(

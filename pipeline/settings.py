@@ -291,6 +291,18 @@ class ModelSettings(_Section):
         return self
 
 
+class AttributeSettings(_Section):
+    """A transaction attribute the models use: a key of the events' `attributes` object (or their currency, channel or
+    merchant_category field). Categorical values are hashed into `buckets` one-hot features; `per_card_days` adds,
+    per window, how many of the card's transactions had the same value and their mean amount (numeric: the value's
+    z-score against the card's recent values)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: Literal["categorical", "numeric"] = "categorical"
+    buckets: int = Field(16, ge=0, le=1024)
+    per_card_days: tuple[int, ...] = ()
+
+
 class TransactionModelSettings(ModelSettings):
     """Measured defaults (BENCHMARKS.md, Fraud Handbook): a label-free autoencoder scores from the first
     event; a supervised MLP learns beside it from chargebacks and takes over once it ranks better; the card
@@ -308,6 +320,16 @@ class TransactionModelSettings(ModelSettings):
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
     replay_capacity: int = Field(140_000, ge=1)
+    attributes: tuple[AttributeSettings, ...] = Field((), description="event attributes the models use (see "
+                                                      "AttributeSettings); none by default")
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique_attributes(cls, value: tuple[AttributeSettings, ...]) -> tuple[AttributeSettings, ...]:
+        names = [a.name for a in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"attribute names must be unique, got {names}")
+        return value
 
 
 class RecordModelSettings(ModelSettings):

@@ -5,7 +5,10 @@ mean amounts over 1/7/30 days, terminal counts and fraud risk over 1/7/30 days e
 before the transaction). Then come extra features: the card's amount profile (mean, std, z-score,
 ratio of the previous 30 days), time since the card's last transaction, how often the card used
 this terminal before, the card's revealed frauds, hour/weekday, and fraud-run features of the
-terminal built from revealed labels only.
+terminal built from revealed labels only. Last come the declared event attributes (`attributes`): a numeric one
+as its value, a categorical one hashed into `buckets` one-hot columns, and for either per-card aggregates over
+`per_card_days` windows: how many of the card's transactions had the same value (categorical) and their mean
+amount, or the value's z-score against the card's recent values (numeric).
 
 A batch gives exactly the features of one-by-one processing: the batch is cut into "waves" in which
 each card (or terminal) appears once, so repeated cards see their earlier events of the same batch.
@@ -37,6 +40,41 @@ DAY = 86_400.0
 
 
 @dataclass(frozen=True)
+class AttributeSpec:
+    """A declared event attribute (the transaction's `attributes` object, or its currency/channel/merchant_category
+    field of the same name) and how it becomes features."""
+
+    name: str
+    kind: str = "categorical"  # or "numeric"
+    buckets: int = 16  # categorical: hashing one-hot columns (0: none, only the per-card aggregates)
+    per_card_days: tuple[int, ...] = ()  # per-card aggregates over these windows
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("categorical", "numeric"):
+            raise ValueError(f"attribute {self.name!r}: kind must be categorical or numeric, got {self.kind!r}")
+        if self.buckets < 0 or any(d <= 0 for d in self.per_card_days):
+            raise ValueError(f"attribute {self.name!r}: buckets must be >= 0 and per_card_days positive")
+        object.__setattr__(self, "per_card_days", tuple(self.per_card_days))
+
+    @property
+    def column(self) -> str:
+        """Its field in the card history."""
+        return f"attr:{self.name}"
+
+    def feature_names(self) -> list[str]:
+        tag = self.name.upper()
+        if self.kind == "numeric":
+            return [f"ATTR_{tag}", *(f"CARD_{tag}_ZSCORE_{d}DAY_WINDOW" for d in self.per_card_days)]
+        names = [f"ATTR_{tag}_H{b}" for b in range(self.buckets)]
+        for d in self.per_card_days:
+            names += [f"CARD_SAME_{tag}_NB_TX_{d}DAY_WINDOW", f"CARD_SAME_{tag}_AVG_AMOUNT_{d}DAY_WINDOW"]
+        return names
+
+
+BUILT_IN_ATTRIBUTES = ("currency", "channel", "merchant_category")  # Transaction fields usable as attributes
+
+
+@dataclass(frozen=True)
 class TransactionFeaturesConfig:
     windows_days: tuple[int, ...] = (1, 7, 30)
     label_delay_days: float = 7.0
@@ -47,8 +85,13 @@ class TransactionFeaturesConfig:
     max_terminals: int = 2_000_000  # LRU bound on terminal states
     initial_capacity: int = 32  # events kept per entity; doubles when a window needs more
     time_cap_days: float = 30.0  # cap for "time since" features
+    attributes: tuple[AttributeSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        specs = tuple(a if isinstance(a, AttributeSpec) else AttributeSpec(**a) for a in self.attributes)
+        object.__setattr__(self, "attributes", specs)
+        if len({a.name for a in specs}) != len(specs):
+            raise ValueError("attribute names must be unique")
         if not self.windows_days or min(self.windows_days) <= 0:
             raise ValueError("windows_days must be positive")
         if self.label_delay_days < 0 or self.sequence_length < 0:
@@ -73,6 +116,21 @@ def _waves(slots: np.ndarray) -> list[np.ndarray]:
     return [np.nonzero(rank == w)[0] for w in range(int(rank.max()) + 1)] if len(slots) else []
 
 
+def _attribute(event: Any, name: str) -> Any:
+    """The event's value of attribute `name`: from its `attributes` object, else a built-in field of that name."""
+    attributes = getattr(event, "attributes", None)
+    if attributes and name in attributes:
+        return attributes[name]
+    return getattr(event, name, None) if name in BUILT_IN_ATTRIBUTES else None
+
+
+def _number(x: Any) -> float:
+    try:
+        return float(x) if x is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _hash_ids(ids: Sequence[str]) -> np.ndarray:
     """Stable 64-bit ids (the built-in hash() is salted per process and would break restores)."""
     blake = hashlib.blake2b
@@ -87,7 +145,9 @@ class TransactionFeatures:
         self.config = config or TransactionFeaturesConfig()
         c = self.config
         self._delay = c.label_delay_days * DAY
-        self._card_horizon = max(max(c.windows_days), c.profile_days, c.card_fraud_days) * DAY
+        self._card_horizon = max(max(c.windows_days), c.profile_days, c.card_fraud_days,
+                                 *(d for a in c.attributes for d in a.per_card_days)) * DAY
+        self._tracked = [a for a in c.attributes if a.per_card_days]  # kept in the card history
         self._term_horizon = max(c.windows_days) * DAY + self._delay
         self._label_horizon = max(self._card_horizon, self._term_horizon)  # older labels are ignored
         self._latest_ts = -np.inf
@@ -95,7 +155,8 @@ class TransactionFeatures:
                         "label_ts": (np.dtype(np.float64), np.inf)}
         self._cards = EntityHistory(
             {"ts": (np.dtype(np.float64), -np.inf), "amount": (np.dtype(np.float64), 0.0),
-             "terminal": (np.dtype(np.int64), 0), **label_fields},
+             "terminal": (np.dtype(np.int64), 0), **label_fields,
+             **{a.column: (np.dtype(np.float64), np.nan) for a in self._tracked}},
             c.max_cards, c.initial_capacity)
         self._terms = EntityHistory({"ts": (np.dtype(np.float64), -np.inf), **label_fields},
                                c.max_terminals, c.initial_capacity)
@@ -124,6 +185,8 @@ class TransactionFeatures:
                   "TERMINAL_FRAUD_RUN_LENGTH", "TERMINAL_FRAUD_RUN_AGE_DAYS",
                   "TERMINAL_DAYS_SINCE_REVEALED_FRAUD", "TERMINAL_LAST_LABEL_FRAUD",
                   "CARD_AMOUNT_MEDIAN_RATIO", "LOG_AMOUNT"]
+        for attribute in self.config.attributes:
+            names += attribute.feature_names()
         return names
 
     @property
@@ -138,11 +201,14 @@ class TransactionFeatures:
         terms = [str(e.terminal_id) for e in events]
         ts = np.fromiter((e.ts for e in events), np.float64, len(events))
         amount = np.fromiter((e.amount for e in events), np.float64, len(events))
-        return cards, self.update_arrays(ids, ts, cards, terms, amount)
+        values = {a.name: [_attribute(e, a.name) for e in events] for a in self.config.attributes}
+        return cards, self.update_arrays(ids, ts, cards, terms, amount, values)
 
     def update_arrays(self, event_ids: Sequence[str], ts: np.ndarray, card_ids: Sequence[str],
-                      terminal_ids: Sequence[str], amount: np.ndarray) -> np.ndarray:
-        """Column form of `update_many`: returns X (B, F) float32."""
+                      terminal_ids: Sequence[str], amount: np.ndarray,
+                      attributes: dict[str, Sequence[Any]] | None = None) -> np.ndarray:
+        """Column form of `update_many` (`attributes`: name -> one value per event, None where missing): returns
+        X (B, F) float32."""
         B = len(event_ids)
         c = self.config
         X = np.zeros((B, len(self.feature_names)), np.float64)
@@ -170,14 +236,18 @@ class TransactionFeatures:
         X[:, extra + 8] = np.cos(2 * np.pi * sec / DAY)
         X[:, extra + 9] = weekday
         X[:, extra + 15] = np.log1p(np.maximum(amount, 0.0))
+        coded = self._encode_attributes(X, attributes or {}, B)  # column name -> (B,) value codes
 
         card_k = np.zeros(B, np.int64)
         for idx in _waves(card_slot):
             s = card_slot[idx]
-            self._card_features(X, idx, self._cards.gather(s), ts[idx], amount[idx], term_hash[idx])
+            H = self._cards.gather(s)
+            self._card_features(X, idx, H, ts[idx], amount[idx], term_hash[idx])
+            self._card_attribute_features(X, idx, H, ts[idx], amount[idx], coded)
             card_k[idx] = self._cards.append(
                 s, {"ts": ts[idx], "amount": amount[idx], "terminal": term_hash[idx], "seq": seq[idx],
-                    "fraud": 0, "label_ts": np.inf}, keep_after=t_min - self._card_horizon)
+                    "fraud": 0, "label_ts": np.inf, **{k: v[idx] for k, v in coded.items()}},
+                keep_after=t_min - self._card_horizon)
         term_k = np.zeros(B, np.int64)
         for idx in _waves(term_slot):
             s = term_slot[idx]
@@ -224,6 +294,56 @@ class TransactionFeatures:
         X[idx, e + 5] = (m & (H["terminal"] == term[:, None])).sum(1)
         recent = hts > tc - c.card_fraud_days * DAY
         X[idx, e + 6] = (recent & (H["fraud"] == 1) & (H["label_ts"] <= tc)).sum(1)
+
+    def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
+        """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's
+        hash as a float, a numeric value; NaN where missing)."""
+        col = len(self.feature_names) - sum(len(a.feature_names()) for a in self.config.attributes)
+        coded: dict[str, np.ndarray] = {}
+        for a in self.config.attributes:
+            raw = values.get(a.name, [None] * B)
+            if a.kind == "numeric":
+                v = np.array([_number(x) for x in raw], np.float64)
+                X[:, col] = np.nan_to_num(v)
+                code = v
+            else:
+                known = np.array([x is not None for x in raw])
+                h = _hash_ids([f"{a.name}={x}" for x in raw])
+                if a.buckets:
+                    bucket = np.mod(h, a.buckets)
+                    rows = np.flatnonzero(known)
+                    X[rows, col + bucket[rows]] = 1.0
+                code = np.where(known, (h >> 11).astype(np.float64), np.nan)  # 53 bits: exact in a float64
+            if a.per_card_days:
+                coded[a.column] = code
+            col += len(a.feature_names())
+        return coded
+
+    def _card_attribute_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray], t: np.ndarray,
+                                 amount: np.ndarray, coded: dict[str, np.ndarray]) -> None:
+        """Per-card aggregates of the tracked attributes over their windows (the card's earlier transactions)."""
+        col = len(self.feature_names) - sum(len(a.feature_names()) for a in self.config.attributes)
+        hts, tc = H["ts"], t[:, None]
+        for a in self.config.attributes:
+            start = col + (1 if a.kind == "numeric" else a.buckets)
+            col += len(a.feature_names())
+            if not a.per_card_days:
+                continue
+            past, now = H[a.column], coded[a.column][idx]
+            for j, d in enumerate(a.per_card_days):
+                window = (hts > tc - d * DAY) & ~np.isnan(past)
+                if a.kind == "numeric":
+                    n = window.sum(1)
+                    mean = np.where(window, past, 0.0).sum(1) / np.maximum(n, 1)
+                    var = np.where(window, (past - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
+                    z = (now - mean) / np.maximum(np.sqrt(var), 1e-6)
+                    X[idx, start + j] = np.where((n >= 2) & ~np.isnan(now), np.clip(z, -50, 50), 0.0)
+                    continue
+                same = window & (past == now[:, None])
+                nb = same.sum(1)
+                X[idx, start + 2 * j] = nb
+                X[idx, start + 2 * j + 1] = np.where(nb > 0, np.where(same, H["amount"], 0.0).sum(1) / np.maximum(nb, 1),
+                                                     amount)
 
     def _terminal_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
                            t: np.ndarray) -> None:
@@ -363,7 +483,8 @@ class TransactionFeatures:
         card_state = self._cards.state(cards)
         sel = np.asarray([self._cards.slot_of[k] for k in card_state["keys"]], np.int64)
         state: dict[str, Any] = {
-            "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()},
+            "config": {k: list(v) if isinstance(v, tuple) and k != "attributes" else v
+                       for k, v in asdict(self.config).items()},
             "cards": card_state,
             "terminals": self._terms.state(),
             "next_seq": self._next_seq,

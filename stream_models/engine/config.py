@@ -48,6 +48,7 @@ class EngineConfig:
     # transactions
     profile_threshold: float = 0.0  # > 0: the card profile alerts at this score (-log10 tail probability)
     sequence_length: int = 5  # per-card sequence length for detectors that consume sequences
+    attributes: tuple[Any, ...] = ()  # declared event attributes (stream_models.transaction_features.AttributeSpec)
     # sensors
     window: int = 16  # readings per window
     freeze_normalisation_after: int | None = None  # per device, readings after which mean/std stay fixed

@@ -21,12 +21,17 @@ class TransactionFeaturizer:
 
     kinds = ("rows", "sequences")
 
-    def __init__(self, label_delay_s: float, sequence_length: int = 0) -> None:
-        from stream_models.transaction_features import TransactionFeatures, TransactionFeaturesConfig
+    def __init__(self, label_delay_s: float, sequence_length: int = 0, attributes: Sequence[Any] = ()) -> None:
+        from stream_models.transaction_features import (
+            AttributeSpec,
+            TransactionFeatures,
+            TransactionFeaturesConfig,
+        )
 
         # rings start at 4 events per entity and double when a window needs more
         self.features = TransactionFeatures(TransactionFeaturesConfig(
-            label_delay_days=label_delay_s / 86_400.0, sequence_length=sequence_length, initial_capacity=4))
+            label_delay_days=label_delay_s / 86_400.0, sequence_length=sequence_length, initial_capacity=4,
+            attributes=tuple(a if isinstance(a, AttributeSpec) else AttributeSpec(**a) for a in attributes)))
 
     @property
     def names(self) -> list[str] | None:

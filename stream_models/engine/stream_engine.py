@@ -560,7 +560,7 @@ def build_engine(config: EngineConfig) -> StreamEngine:
     needs_sequences = any(catalog.consumes(n) == "sequences" for n in config.contenders)
     if config.domain == "transactions":
         featurizer: Any = TransactionFeaturizer(config.label_delay_s,
-                                                config.sequence_length if needs_sequences else 0)
+                                                config.sequence_length if needs_sequences else 0, config.attributes)
         return StreamEngine(config, featurizer)
     if config.domain == "records":
         return StreamEngine(config, RecordFeaturizer(config.features))

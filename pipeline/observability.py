@@ -73,6 +73,18 @@ class RunnerMetrics:
         return int(server.server_port)
 
 
+class ConsoleMetrics:
+    """What `streamwarden console` exports: the analysts' verdicts (each one a label on the labels topic)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.verdicts = Counter("streamwarden_verdicts", "Analyst verdicts recorded (one label produced each)",
+                                ["domain", "verdict"], registry=self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, plus any `extra={...}` fields."""
 

@@ -14,7 +14,10 @@ def engine_config(settings: Settings, domain: str) -> Any:
 
     m = settings.model(domain)
     device = None if settings.runner.device == "auto" else settings.runner.device
-    return EngineConfig(domain=domain, device=device, **m.model_dump())
+    values = m.model_dump()
+    if settings.model_sync.enabled:  # federated averaging reads and writes the scoring detectors' weights
+        values["learn_in_background"] = False
+    return EngineConfig(domain=domain, device=device, **values)
 
 
 def build_processor(settings: Settings, domain: str) -> Any:

@@ -246,6 +246,8 @@ class ModelSettings(_Section):
                                   "the thresholds on")
     learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
     learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
+    learn_in_background: bool = Field(True, description="torch detectors learn on a copy in a second thread; its "
+                                      "weights score from the chunk after next (off with model_sync.enabled)")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
     batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
     replay_capacity: int = Field(20_000, ge=1)

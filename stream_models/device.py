@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
+
+# Held while code seeds or draws from torch's global generator (model construction, dropout in training): a model
+# training in a background thread (stream_models.learner) and one built on the scoring thread then never interleave
+# their draws, so seeded runs stay deterministic.
+GLOBAL_RNG_LOCK = threading.RLock()
 
 
 def pick_device(preferred: str | None = None) -> torch.device:

@@ -10,6 +10,12 @@ The runner scores a batch, then calls `observe(X, flags, ...)` and `maybe_update
 Every `update_every_events` events (or `update_every_ms` of wall time), `steps_per_update`
 minibatches are drawn from the replay buffer and passed to `detector.learn_many`.
 
+With `background=True` (torch detectors) the steps run on a learning thread, on a copy of the detector (torch
+releases the interpreter lock in its kernels, so a second core does the learning while the first scores). The
+copy's weights reach the scoring detector at the next update, just before the copy takes its next steps: after
+update k, scores use the weights of update k - 1 (one update behind learning inline), whatever the timing, so a
+stream scores the same live and in a backtest; `state_dict` waits for the steps in flight and holds the copy too.
+
 >>> import numpy as np
 >>> from stream_models.mlp_classifier import MLPClassifier, MLPClassifierConfig
 >>> det = MLPClassifier(["a"], MLPClassifierConfig(hidden=(4,)))
@@ -21,9 +27,11 @@ minibatches are drawn from the replay buffer and passed to `detector.learn_many`
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -51,6 +59,7 @@ class OnlineLearnerConfig:
     lr_boost_factor: float = 3.0
     lr_boost_events: int = 50_000  # learned events over which a boost decays back to the base lr
     seed: int = 0
+    background: bool = False  # learn on a copy in a learning thread (torch detectors; see the module doc)
 
     def __post_init__(self) -> None:
         if self.update_every_events < 1 or self.steps_per_update < 0 or self.batch_size < 1:
@@ -105,12 +114,31 @@ class _Ring:
         self.n = int(s["n"])
 
 
+_LEARNING_THREAD: ThreadPoolExecutor | None = None
+
+
+def _learning_thread() -> ThreadPoolExecutor:
+    """One learning thread per process: the learners' steps run one after another beside the scoring thread."""
+    global _LEARNING_THREAD
+    if _LEARNING_THREAD is None:
+        _LEARNING_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamwarden-learner")
+    return _LEARNING_THREAD
+
+
+def _trains_in_background(detector: Any) -> bool:
+    return isinstance(getattr(detector, "net", None), torch.nn.Module)
+
+
 class OnlineLearner:
     """Feeds a detector from the stream: `observe`, `observe_labels`, `maybe_update`, `boost_lr`."""
 
     def __init__(self, detector: _Learnable, config: OnlineLearnerConfig | None = None) -> None:
         self.detector = detector
         self.config = config or OnlineLearnerConfig()
+        # the copy that learns in the background, and its steps in flight
+        self._shadow: Any = copy.deepcopy(detector) if self.config.background and _trains_in_background(detector) \
+            else None
+        self._in_flight: Future[None] | None = None
         self.rng = np.random.default_rng(self.config.seed)
         self.replay = _Ring(self.config.replay_capacity)
         self.frauds = _Ring(self.config.positive_capacity)
@@ -202,25 +230,64 @@ class OnlineLearner:
             return 0
         self._since_update = 0 if wall_due else self._since_update % cfg.update_every_events
         self._last_update_wall = time.monotonic()
-        self._apply_lr()
         n_pos = int(round(cfg.batch_size * cfg.positive_fraction)) if len(self.frauds) else 0
+        batches = []
         for _ in range(cfg.steps_per_update):
             X, y = self.replay.sample(self.rng, cfg.batch_size - n_pos)
             if n_pos:
                 Xp, yp = self.frauds.sample(self.rng, n_pos)
                 X, y = np.concatenate([X, Xp]), np.concatenate([y, yp])
-            self.detector.learn_many(X, y if cfg.supervised else None)
-            self._boost_left = max(0, self._boost_left - len(X))
+            batches.append((X, y if cfg.supervised else None))
+        if self._shadow is not None:
+            self.publish()  # the previous update's weights start scoring now
+            self._apply_lr(self._shadow)
+            self._in_flight = _learning_thread().submit(self._learn, self._shadow, batches)
+        else:
+            self._apply_lr(self.detector)
+            self._learn(self.detector, batches)
+        self._boost_left = max(0, self._boost_left - sum(len(X) for X, _ in batches))
         self.updates += 1
         return cfg.steps_per_update
+
+    @staticmethod
+    def _learn(detector: Any, batches: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        for X, y in batches:
+            detector.learn_many(X, y)
+
+    def wait(self) -> None:
+        """Wait for the background steps in flight (re-raising their error)."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+
+    def publish(self) -> None:
+        """Copy the background copy's weights (after its steps in flight) into the scoring detector."""
+        if self._shadow is None:
+            return
+        self.wait()
+        source, target = self._shadow, self.detector
+        with torch.no_grad():
+            for name in ("net", "scaler", "ema_net"):
+                module = getattr(source, name, None)
+                if isinstance(module, torch.nn.Module):
+                    getattr(target, name).load_state_dict(module.state_dict())
+        for name in ("n_learned", "n_steps", "n_updates"):
+            if hasattr(source, name):
+                setattr(target, name, getattr(source, name))
+
+    def resync(self) -> None:
+        """The scoring detector was trained directly (a warm-up fit): the background copy starts from it."""
+        if self._shadow is not None:
+            self.wait()
+            self._shadow = copy.deepcopy(self.detector)
 
     def boost_lr(self, factor: float | None = None) -> None:
         """Drift hook: raise the learning rate, decaying linearly back to the base rate."""
         self._boost_factor = self.config.lr_boost_factor if factor is None else factor
         self._boost_left = self.config.lr_boost_events
 
-    def _apply_lr(self) -> None:
-        setter = getattr(self.detector, "set_learning_rate", None)
+    def _apply_lr(self, detector: Any) -> None:
+        setter = getattr(detector, "set_learning_rate", None)
         if setter is None or self.base_lr <= 0:
             return
         frac = self._boost_left / self.config.lr_boost_events if self.config.lr_boost_events else 0.0
@@ -232,8 +299,10 @@ class OnlineLearner:
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        self.wait()
         pend = list(self._pending)
         return {
+            "shadow": self._shadow.state_dict() if self._shadow is not None else None,
             "config": asdict(self.config),
             "replay": self.replay.state(), "frauds": self.frauds.state(),
             "pending": [{"ids": p[0], "X": torch.from_numpy(p[1].copy()), "ts": torch.from_numpy(p[2].copy()),
@@ -246,6 +315,13 @@ class OnlineLearner:
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
+        """Load a state (the detector's own state is loaded before this)."""
+        self.wait()
+        if self._shadow is not None:
+            if s.get("shadow") is not None:
+                self._shadow.load_state_dict(s["shadow"])
+            else:  # saved by a learner without a background copy
+                self._shadow = copy.deepcopy(self.detector)
         self.replay.load(s["replay"])
         self.frauds.load(s["frauds"])
         self._pending = deque((p["ids"], p["X"].numpy(), p["ts"].numpy(), p["flags"].numpy()) for p in s["pending"])

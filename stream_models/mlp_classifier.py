@@ -23,7 +23,7 @@ from torch import nn
 
 from stream_models.base import as_row, top_features
 from stream_models.catalog import register
-from stream_models.device import pick_device
+from stream_models.device import GLOBAL_RNG_LOCK, pick_device
 from stream_models.errors import ModelError
 
 
@@ -95,7 +95,7 @@ class TorchTabularDetector:
         self.feature_names = resolve_feature_names(feature_names, n_features)
         self.config = config = dataclasses.replace(config, **params) if params else config
         self.device = pick_device(config.device)
-        with torch.random.fork_rng(devices=[]):
+        with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.net = self._build().to(self.device)
         self.scaler = OnlineStandardizer(len(self.feature_names), config.scaler_memory, config.input_clip)
@@ -166,7 +166,7 @@ class TorchTabularDetector:
             # Dropout draws from a generator seeded by (seed, step): seeded clones learn identically.
             # Only the generator in use is seeded (torch.manual_seed costs ~200 us: it seeds every backend).
             seed = self.config.seed * 1_000_003 + self.n_steps
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.default_generator.manual_seed(seed)
                 if self.device.type == "cuda":
                     torch.cuda.manual_seed(seed)

@@ -25,7 +25,7 @@ from torch import nn
 
 from stream_models.alarm_filter import AlarmFilter
 from stream_models.base import as_row, top_features
-from stream_models.device import pick_device
+from stream_models.device import GLOBAL_RNG_LOCK, pick_device
 from stream_models.errors import ModelError
 from stream_models.sensor_windows import SensorWindows
 
@@ -59,10 +59,11 @@ class TorchWindowDetector(ABC):
             raise ModelError("channels and n_channels disagree")
         self.device = pick_device(config.device)
         self._gen = torch.Generator().manual_seed(config.seed)
-        torch_state = torch.random.get_rng_state()
-        torch.manual_seed(config.seed)
-        self.net = self._build().to(self.device)
-        torch.random.set_rng_state(torch_state)
+        with GLOBAL_RNG_LOCK:
+            torch_state = torch.random.get_rng_state()
+            torch.manual_seed(config.seed)
+            self.net = self._build().to(self.device)
+            torch.random.set_rng_state(torch_state)
         self.optimizer = torch.optim.Adam(
             self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )

@@ -35,6 +35,7 @@ class EngineConfig:
     warmup_holdout: float = 0.0  # share of the warm-up (its end) kept out of that fit to set the thresholds on
     learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
+    learn_in_background: bool = True  # torch detectors learn on a copy in a learning thread (stream_models.learner)
     steps_per_update: int = 2
     batch_size: int = 512
     replay_capacity: int = 20_000

@@ -84,7 +84,8 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
     learner = OnlineLearner(detector, OnlineLearnerConfig(
         supervised=catalog.learns_from_labels(name), label_delay_s=config.label_delay_s,
         update_every_events=config.learn_every, update_every_ms=None, steps_per_update=config.steps_per_update,
-        batch_size=config.batch_size, replay_capacity=config.replay_capacity, seed=config.seed))
+        batch_size=config.batch_size, replay_capacity=config.replay_capacity, seed=config.seed,
+        background=config.learn_in_background))
     drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,
                          lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
     threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,
@@ -445,6 +446,8 @@ class StreamEngine:
             fit_on, calibrate_on = X[:split], (X[split:] if split < len(X) else X)
             for _ in range(self.config.warmup_fit_epochs):
                 c.detector.learn_many(fit_on)
+            if c.learner is not None:
+                c.learner.resync()
             c.threshold.fit(np.asarray(c.detector.score_many(calibrate_on), np.float64))
         self._warm = {}
 

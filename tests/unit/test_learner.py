@@ -170,3 +170,64 @@ def test_config_is_checked():
         OnlineLearnerConfig(positive_fraction=1.0)
     with pytest.raises(ModelError):
         OnlineLearnerConfig(update_every_events=0)
+
+
+def _weights(det: MLPClassifier) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in det.net.parameters()]
+
+
+def _stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3)).astype(np.float32)
+    return X, (X[:, 0] > 1.0).astype(np.int64)
+
+
+def _learner(background: bool) -> OnlineLearner:
+    det = MLPClassifier(["a", "b", "c"], MLPClassifierConfig(hidden=(8,), seed=3))
+    return OnlineLearner(det, OnlineLearnerConfig(label_delay_s=0.0, update_every_events=16, steps_per_update=3,
+                                                  batch_size=8, background=background))
+
+
+def _feed(learner: OnlineLearner, X: np.ndarray, y: np.ndarray, start: int) -> None:
+    ids = [str(start + i) for i in range(len(X))]
+    learner.observe_labels(ids, y)
+    learner.observe(X, event_ids=ids, ts=np.arange(start, start + len(X), dtype=np.float64))
+    learner.maybe_update()
+
+
+def test_background_learning_runs_on_the_learning_thread_and_scores_one_update_behind():
+    import threading
+
+    X, y = _stream(64, 1)
+    background, inline = _learner(True), _learner(False)
+    threads: set[str] = set()
+    shadow_learn = background._shadow.learn_many
+    background._shadow.learn_many = lambda *a: (threads.add(threading.current_thread().name), shadow_learn(*a))[1]
+    history = []
+    for k in range(4):  # four updates of 16 events
+        part = slice(16 * k, 16 * (k + 1))
+        _feed(inline, X[part], y[part], 16 * k)
+        history.append(_weights(inline.detector))
+        _feed(background, X[part], y[part], 16 * k)
+        served = _weights(background.detector)
+        expected = history[k - 1] if k >= 1 else _weights(_learner(False).detector)  # untrained at first
+        assert all(torch.equal(a, b) for a, b in zip(served, expected, strict=True)), f"update {k}"
+    assert threads == {"streamwarden-learner_0"}
+
+
+def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_future():
+    X, y = _stream(96, 2)
+    original = _learner(True)
+    for k in range(3):
+        _feed(original, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
+    from stream_models import checkpoint
+
+    saved = checkpoint.to_bytes({"detector": original.detector.state_dict(), "learner": original.state_dict()})
+    detector_state, learner_state = checkpoint.from_bytes(saved).values()
+    restored = _learner(True)
+    restored.detector.load_state_dict(detector_state)
+    restored.load_state_dict(learner_state)
+    for k in range(3, 6):
+        for learner in (original, restored):
+            _feed(learner, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
+        np.testing.assert_array_equal(original.detector.score_many(X), restored.detector.score_many(X))

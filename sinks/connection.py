@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -24,6 +25,17 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.OutOfMemoryError,
 )
+
+
+def redis_call(doing: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, with Redis errors as SinkUnavailable ("Redis unavailable <doing>: ...") when Redis
+    is unreachable, else SinkError."""
+    try:
+        return fn(*args, **kwargs)
+    except UNAVAILABLE_ERRORS as exc:
+        raise SinkUnavailable(f"Redis unavailable {doing}: {exc}") from exc
+    except redis.RedisError as exc:
+        raise SinkError(str(exc)) from exc
 
 
 def redact_url(url: str) -> str:

@@ -25,7 +25,7 @@ import msgspec
 import redis
 
 from sinks.alert import Alert
-from sinks.connection import UNAVAILABLE_ERRORS, RedisConfig, resolve_client
+from sinks.connection import UNAVAILABLE_ERRORS, RedisConfig, redis_call, resolve_client
 from sinks.errors import SinkError, SinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -350,12 +350,7 @@ class AlertSubscriber:
 
     # ---- helpers ------------------------------------------------------------------------------------
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UNAVAILABLE_ERRORS as exc:
-            raise SinkUnavailable(f"Redis unavailable while reading alerts: {exc}") from exc
-        except redis.RedisError as exc:
-            raise SinkError(str(exc)) from exc
+        return redis_call("while reading alerts", fn, *args, **kwargs)
 
     @staticmethod
     def _entries(resp: Any) -> list[tuple[Any, Any]]:

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import redis
 
 from sinks.alert import Alert
-from sinks.connection import UNAVAILABLE_ERRORS
-from sinks.errors import SinkError, SinkUnavailable
+from sinks.connection import redis_call
 from sinks.subscriber import AlertSubscriber, StreamAlert
 
 CHUNK = 500
@@ -81,12 +79,7 @@ def matches(alert: Alert, domain: str | None = None, entity: str | None = None) 
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except UNAVAILABLE_ERRORS as exc:
-        raise SinkUnavailable(f"Redis unavailable while reading alerts: {exc}") from exc
-    except redis.RedisError as exc:
-        raise SinkError(str(exc)) from exc
+    return redis_call("while reading alerts", fn, *args, **kwargs)
 
 
 def _text(value: bytes | str) -> str:

@@ -21,8 +21,7 @@ import redis
 from ingest.errors import ProduceFailed
 from ingest.schemas import Label, encode_event, event_key
 from sinks.alert import Alert
-from sinks.connection import UNAVAILABLE_ERRORS
-from sinks.errors import SinkError, SinkUnavailable
+from sinks.connection import redis_call
 
 # (label 0, label 1) in each domain's words
 VERDICT_NAMES = {"transactions": ("genuine", "fraud"), "sensors": ("normal", "fault")}
@@ -109,9 +108,4 @@ class VerdictStore:
 
     @staticmethod
     def _redis(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UNAVAILABLE_ERRORS as exc:
-            raise SinkUnavailable(f"Redis unavailable for verdicts: {exc}") from exc
-        except redis.RedisError as exc:
-            raise SinkError(str(exc)) from exc
+        return redis_call("for verdicts", fn, *args, **kwargs)

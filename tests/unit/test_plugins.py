@@ -34,8 +34,9 @@ class Forgetful(TorchRowDetector):
 
 
 @pytest.fixture(autouse=True)
-def _forget_plugins():
+def _forget_plugins(monkeypatch: pytest.MonkeyPatch):
     before = dict(catalog.DETECTORS)
+    monkeypatch.setattr(catalog, "_loaded", catalog._loaded)
     yield
     catalog.DETECTORS.clear()
     catalog.DETECTORS.update(before)
@@ -110,6 +111,7 @@ def test_an_installed_entry_point_registers_a_detector(tmp_path: Path, monkeypat
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: teamplug\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text("[streamwarden.detectors]\nteam_svm = teamplug:OneClassSvm\n")
     monkeypatch.setattr(sys, "path", [str(site), *sys.path])
+    monkeypatch.setattr(catalog, "_loaded", False)  # as in a fresh process: installed plug-ins are read once
     assert "team_svm" in catalog.names()
     assert catalog.consumes("team_svm") == "rows"
     assert "team_svm" in plugins.entry_point_factories()

@@ -242,6 +242,8 @@ class FileSource:
         return None
 
     def _build(self, frame: pd.DataFrame, mapping: Mapping[str, Any]) -> None:
+        if self.domain == "sensors" and "features" in mapping:  # --features names a sensor file's reading columns
+            mapping = {("readings" if k == "features" else k): v for k, v in mapping.items()}
         unknown = set(mapping) - set(_WIRE_FIELDS[self.domain]) - {"label"}
         if unknown:
             raise ReplaySourceError(

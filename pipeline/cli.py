@@ -85,7 +85,8 @@ def _section(**values: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------- file inputs
-FeaturesOption = typer.Option(None, "--features", help="records: the feature columns, e.g. V1..V28,Amount")
+FeaturesOption = typer.Option(None, "--features", help="records: the feature columns, e.g. V1..V28,Amount; "
+                              "sensors: the reading columns (default: every other numeric column)")
 LabelsOption = typer.Option(None, "--labels", help="the label column (1 = fraud / anomaly)")
 NoLabelsOption = typer.Option(False, "--no-labels", help="the file has no label column: use none")
 TimeOriginOption = typer.Option(None, "--time-origin", help="the time column counts seconds from this date-time")

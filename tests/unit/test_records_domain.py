@@ -137,3 +137,16 @@ def test_without_declared_features_the_first_record_names_them_sorted() -> None:
     engine = build_processor(settings, "records")
     batch = engine.process([FeatureRecord(f"e{i}", 1.7e9 + i, "x", {"z": 1.0 * i, "m": 2.0}) for i in range(10)])
     assert engine.featurizer.names == ["m", "z"] and batch.scores.shape == (10,)
+
+
+def test_a_sensor_file_names_its_reading_columns_and_drops_its_label_on_the_command_line(tmp_path: Path) -> None:
+    from ingest.replay import FileSource
+
+    frame = SensorSimulator(seed=2, n_devices=1, n_steps=5, channels=3).to_frame()
+    frame["time_s"] = range(len(frame))  # a relative time column that must not become a reading
+    path = tmp_path / "pump.csv"
+    frame.to_csv(path, index=False)
+    channels = [c for c in frame.columns if c not in ("event_id", "ts", "device_id", "label", "scenario", "time_s")]
+    source = FileSource(path, "sensors", columns={"features": channels[:2]}, labels=False)
+    records = [json.loads(r.value) for r in source.poll(10, 0)]
+    assert set(records[0]["readings"]) == set(channels[:2]) and source.labels is None

@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install browser demo test test-unit test-integration bench dev-up dev-down dev-status lint typecheck clean
+.PHONY: help install demo test test-unit test-integration bench dev-up dev-down dev-status lint typecheck clean
 
 help:
 	@echo "make demo   - start local Kafka + Redis, run a worker on simulator data, show live alerts and a summary"
@@ -22,25 +22,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The console's browser tests drive Debian's Chromium (never a browser downloaded by Playwright): installed here
-# when missing and we are root with apt-get; otherwise those tests skip and say why.
-CHROMIUM ?= /usr/bin/chromium
-browser:
-	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
-	  echo "note: no $(CHROMIUM) (apt-get install chromium as root): the console's browser tests will skip"
-
 demo: $(STAMP)
 	$(BIN)/streamwarden demo
 
 # conftest.py starts Kafka and Redis if they are not running and stops what it started
-test: $(STAMP) browser
+test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: $(STAMP) browser
+test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration tests/reliability $(PYTEST_ARGS)
 
 bench: $(STAMP)

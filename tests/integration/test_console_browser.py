@@ -20,7 +20,6 @@ from tests.integration.test_pipeline_acceptance import committed_offsets, produc
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
 
@@ -46,10 +45,12 @@ def wait_for(check: Any, what: str, timeout_s: float = 30.0) -> Any:
 def test_an_injected_fraud_shows_live_and_a_click_labels_it_once(
     kafka_bootstrap: str, redis_url: str, redis_prefix: str, topic_factory: Any, unique_name: str, tmp_path: Path,
 ) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no {CHROMIUM}: `make browser` as root, or apt-get install chromium")
+    from playwright import sync_api
+
+    from pipeline.services import debian_tool
     from pipeline.worker import build_live_runner
+
+    chromium = debian_tool("chromium", "chromium")  # Debian's; installed here as root, like redis-server
 
     topics = {"transactions": topic_factory("tx"), "sensors": topic_factory("sensors"), "labels": topic_factory("labels")}
     settings = load_settings(  # the shipped model settings; only the services, names and a quick poll are set
@@ -75,7 +76,7 @@ def test_an_injected_fraud_shows_live_and_a_click_labels_it_once(
                  "the worker to score the card histories", 120)
         with running_console(settings) as (url, services), sync_api.sync_playwright() as playwright, \
                 EventProducer(kafka_bootstrap) as producer:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM))
+            browser = playwright.chromium.launch(executable_path=chromium)
             page = browser.new_page(viewport={"width": 1280, "height": 760})
             page.goto(f"{url}/?domain=transactions")
             page.wait_for_selector("#live.on")  # the live list is connected

@@ -215,6 +215,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write a benchmark's result as indented JSON to `path` and print it."""
+    text = json.dumps(result, indent=2)
+    Path(path).write_text(text + "\n")
+    print(text)
+
+
 def update_benchmarks_md(section: str, name: str, block: str, path: Path = BENCHMARKS_MD) -> None:
     """Replace (or add) the block `name` inside `## section`, keeping everything else as it is."""
     text = path.read_text() if path.exists() else SKELETON

@@ -17,7 +17,6 @@ New alert shown = arrival at the live-list client minus the alert's stream entry
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -30,6 +29,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from bench.common import write_result
 from bench.run_speed import ROOT, cli
 from sinks.alert import new_alert
 from sinks.redis_sink import RedisAlertSink, RedisSinkConfig
@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in client.scan_iter(match=f"{prefix}*"):
             client.delete(key)
         sink.close()
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(args.out, result)
     return 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import write_result
 from bench.run_speed import ROOT, add_client_option, cli, results_path, worker_settings_env
 
 STREAM = "streamwarden:alerts"  # the shipped redis.prefix + "alerts"
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_stopped": log.strip().splitlines()[-1][:300] if log.strip() else "",
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(out, result)
     return 0
 
 

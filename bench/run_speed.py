@@ -16,7 +16,6 @@ join included, as a user waiting for the command sees it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -24,6 +23,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from bench.common import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_S = 5.0
@@ -83,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "events_per_s_including_start": round(events / wall),
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }
-    Path(out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(out, result)
     return 0
 
 

@@ -162,6 +162,11 @@ class TransactionFeatures:
                                c.max_terminals, c.initial_capacity)
         self.feature_names = self._names()
         n_feat = len(self.feature_names)
+        self._attribute_columns: list[tuple[AttributeSpec, int]] = []  # each attribute and its first column
+        first = n_feat - sum(len(a.feature_names()) for a in c.attributes)
+        for a in c.attributes:
+            self._attribute_columns.append((a, first))
+            first += len(a.feature_names())
         self._seq = np.zeros((0, c.sequence_length, n_feat), np.float32)  # (S, T, F) per card slot
         self._seq_count = np.zeros(0, np.int64)
         # event id -> seq; per-seq (card slot, card index, terminal slot, terminal index, ts)
@@ -298,9 +303,8 @@ class TransactionFeatures:
     def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
         """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's
         hash as a float, a numeric value; NaN where missing)."""
-        col = len(self.feature_names) - sum(len(a.feature_names()) for a in self.config.attributes)
         coded: dict[str, np.ndarray] = {}
-        for a in self.config.attributes:
+        for a, col in self._attribute_columns:
             raw = values.get(a.name, [None] * B)
             if a.kind == "numeric":
                 v = np.array([_number(x) for x in raw], np.float64)
@@ -316,19 +320,16 @@ class TransactionFeatures:
                 code = np.where(known, (h >> 11).astype(np.float64), np.nan)  # 53 bits: exact in a float64
             if a.per_card_days:
                 coded[a.column] = code
-            col += len(a.feature_names())
         return coded
 
     def _card_attribute_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray], t: np.ndarray,
                                  amount: np.ndarray, coded: dict[str, np.ndarray]) -> None:
         """Per-card aggregates of the tracked attributes over their windows (the card's earlier transactions)."""
-        col = len(self.feature_names) - sum(len(a.feature_names()) for a in self.config.attributes)
         hts, tc = H["ts"], t[:, None]
-        for a in self.config.attributes:
-            start = col + (1 if a.kind == "numeric" else a.buckets)
-            col += len(a.feature_names())
+        for a, col in self._attribute_columns:
             if not a.per_card_days:
                 continue
+            start = col + (1 if a.kind == "numeric" else a.buckets)  # the aggregates follow its own columns
             past, now = H[a.column], coded[a.column][idx]
             for j, d in enumerate(a.per_card_days):
                 window = (hts > tc - d * DAY) & ~np.isnan(past)

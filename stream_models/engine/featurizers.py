@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from stream_models.base import RunningMoments
 from stream_models.errors import ModelError
 
 
@@ -126,8 +127,6 @@ class RecordFeaturizer:
     kinds = ("rows",)
 
     def __init__(self, names: Sequence[str] = ()) -> None:
-        from stream_models.base import RunningMoments
-
         self._names = list(names) or None
         self._moments = RunningMoments(len(self._names)) if self._names else None
 
@@ -136,8 +135,6 @@ class RecordFeaturizer:
         return list(self._names) if self._names else None
 
     def update(self, events: Sequence[Any]) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
-        from stream_models.base import RunningMoments
-
         if self._names is None and events:
             self._names = sorted(events[0].features)
             self._moments = RunningMoments(len(self._names))
@@ -159,8 +156,6 @@ class RecordFeaturizer:
                 "moments": self._moments.state_dict() if self._moments is not None else None}
 
     def restore(self, state: dict[str, Any]) -> None:
-        from stream_models.base import RunningMoments
-
         self._names = list(state["names"]) or None
         self._moments = None
         if self._names and state["moments"] is not None:

@@ -235,6 +235,9 @@ class ModelSettings(_Section):
     threshold_quantile: float = Field(0.995, gt=0.5, lt=1.0)
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
+    probability_threshold: float = Field(0.0, ge=0, lt=1, description="a detector that learns from labels (its "
+                                         "score is a fraud probability) flags at this probability even where its "
+                                         "quantile threshold is higher; 0 = the quantile alone")
     top_features: int = Field(3, ge=0)
     label_free_alerts: bool = Field(True, description="False: a champion that does not learn from labels scores "
                                     "every event but raises no alert (the rules and a promoted supervised model do)")
@@ -259,6 +262,8 @@ class ModelSettings(_Section):
     promote_margin: float = Field(0.02, ge=0)
     profile_threshold: float = Field(0.0, ge=0, description="the cold-start rule (card profile, reading profile) alerts "
                                      "at this score (-log10 of a tail probability) from the first events; 0 = off")
+    profile_until_armed: bool = Field(False, description="the cold-start rule alerts only until the models are armed "
+                                      "(it hands over to them); False = it keeps alerting beside them")
     sequence_length: int = Field(5, ge=1, description="transactions: card sequence length for sequence detectors")
     window: int = Field(16, ge=2, description="sensors: readings per window")
     freeze_normalisation_after: int | None = Field(None, ge=1, description="sensors: per-device readings to normalise on")
@@ -371,6 +376,11 @@ class SensorModelSettings(ModelSettings):
                                 "alarms at once, without waiting for alarm_m of alarm_n; 0 = off")
     regime_rows: int = Field(720, ge=0, description="sensors: a device whose alarm episode lasts this many rows takes "
                              "its new level as normal (one regime-change event, then it warms up afresh); 0 = never")
+    profile_threshold: float = Field(5.0, ge=0, description="sensors: the reading profile alerts at this score (-log10 "
+                                     "of a tail probability: 5 = as rare as 1 in 100,000) until the models are armed; "
+                                     "0 = off")
+    profile_until_armed: bool = Field(True, description="the reading profile alerts only until the models are armed "
+                                      "(it hands over to them)")
 
 
 class RunnerSettings(_Section):

@@ -96,6 +96,9 @@ class QuantileThreshold:
         Number of recent scores the quantile is computed over.
     refresh_every
         Recompute the quantile after this many new scores.
+    ceiling
+        Once armed, the threshold is never above this (a classifier's fraud probability, e.g. 0.5: every event
+        more likely fraud than not is flagged, however many there are); None = the quantile alone.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class QuantileThreshold:
         warmup: int = 1000,
         window: int = 50_000,
         refresh_every: int = 5000,
+        ceiling: float | None = None,
     ) -> None:
         if q is not None and target_alert_rate is not None:
             raise ModelError("give q or target_alert_rate, not both")
@@ -119,6 +123,7 @@ class QuantileThreshold:
         self.warmup = int(warmup)
         self.window = int(window)
         self.refresh_every = int(refresh_every)
+        self.ceiling = None if ceiling is None else float(ceiling)
         self.reset()
 
     @property
@@ -181,7 +186,7 @@ class QuantileThreshold:
             return
         value = float(np.quantile(self._buffer[: self._filled], self.q, method="higher"))
         if math.isfinite(value):
-            self._threshold = _above(value)
+            self._threshold = _above(value) if self.ceiling is None else min(_above(value), self.ceiling)
 
     def _ordered(self) -> np.ndarray:
         if self._filled < self.window:
@@ -207,7 +212,7 @@ class QuantileThreshold:
         if state.get("kind") != "quantile":
             raise ModelError(f"not a QuantileThreshold state: kind={state.get('kind')!r}")
         params = state["params"]
-        self.__dict__.update(QuantileThreshold(**params).__dict__)
+        self.__dict__.update(QuantileThreshold(**params, ceiling=self.ceiling).__dict__)  # the ceiling is a setting
         self._push(np.asarray(state["scores"], dtype=np.float64))
         self._n_seen = int(state["n_seen"])
         self._since_refresh = int(state["since_refresh"])

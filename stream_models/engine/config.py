@@ -25,6 +25,8 @@ class EngineConfig:
     threshold_quantile: float = 0.995
     threshold_warmup: int = 200  # scores a threshold sees before it flags anything
     threshold_window: int = 5_000  # recent scores the quantile is taken over
+    probability_threshold: float = 0.0  # > 0: a detector learning from labels flags at this probability, whatever
+    # its quantile threshold says
     top_features: int = 3
     label_free_alerts: bool = True  # False: a champion that does not learn from labels scores but raises no alert
     alert_budget_per_minute: int = 0  # > 0: alerts beyond this many per event-time minute are held back, counted
@@ -48,6 +50,7 @@ class EngineConfig:
     promote_margin: float = 0.02
     # transactions
     profile_threshold: float = 0.0  # > 0: the card profile alerts at this score (-log10 tail probability)
+    profile_until_armed: bool = False  # the cold-start rule alerts only until the champion's threshold is armed
     sequence_length: int = 5  # per-card sequence length for detectors that consume sequences
     attributes: tuple[Any, ...] = ()  # declared event attributes (stream_models.transaction_features.AttributeSpec)
     # sensors

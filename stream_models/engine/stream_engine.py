@@ -88,8 +88,9 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
         background=config.learn_in_background))
     drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,
                          lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
+    ceiling = config.probability_threshold if config.probability_threshold and catalog.learns_from_labels(name) else None
     threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,
-                                  window=config.threshold_window, refresh_every=config.learn_every)
+                                  window=config.threshold_window, refresh_every=config.learn_every, ceiling=ceiling)
     blind = () if catalog.learns_from_labels(name) else tuple(
         i for i, f in enumerate(feature_names) if f in BLIND_WITHOUT_LABELS)
     return Contender(name, detector, catalog.consumes(name), threshold, learner, drift, blind=blind)
@@ -229,13 +230,14 @@ class StreamEngine:
         out.per_episode = self.alarm_filter is not None
 
     def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray,
-                        out: DomainBatch) -> np.ndarray:
-        """The cold-start rule scores the rows `X` of `part`; returns its alerts (they join the champion's)."""
+                        out: DomainBatch, armed: bool) -> np.ndarray:
+        """The cold-start rule scores the rows `X` of `part`; returns its alerts (they join the champion's). With
+        `profile_until_armed` it hands over: no alerts of its own once the champion is `armed`."""
         assert self.profile is not None and self._names is not None
         threshold = self.config.profile_threshold
         scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
         scores = np.where(ready, scores, np.nan)
-        flags = ready & (scores >= threshold)
+        flags = ready & (scores >= threshold) & (not (armed and self.config.profile_until_armed))
         out.contender_scores[self.profile.name][part] = scores
         out.contender_flags[self.profile.name][part] = flags
         for j, reason in reasons.items():
@@ -301,7 +303,7 @@ class StreamEngine:
         assert out.champion_alerts is not None
         out.champion_alerts[part] = alarms
         if rule_input is not None:
-            alarms |= self._profile_alerts(part, rule_input, ready, ts, out)
+            alarms |= self._profile_alerts(part, rule_input, ready, ts, out, armed)
         if self.alarm_filter is not None:
             alarms &= ~self._episode_watch(keys, alarms, ids, ts, part, out)
         out.flags[part] = alarms

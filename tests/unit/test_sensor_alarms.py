@@ -68,9 +68,8 @@ def _short_device(n: int = 300, fault_at: int = 200) -> list[Any]:
 
 
 def test_a_short_stream_alerts_on_a_spike_before_any_model_is_fit() -> None:
-    settings = Settings.model_validate({"sensors": {"profile_threshold": 5.0}})
     events = _short_device()
-    engine = build_processor(settings, "sensors")
+    engine = build_processor(Settings(), "sensors")  # shipped defaults
     batch = engine.process(events)
     assert batch.warming_up[200], "300 readings never end the 400-reading model warm-up"
     assert np.flatnonzero(batch.flags).tolist() == [200], "the spike alone alerts, nothing else"
@@ -95,3 +94,18 @@ def test_the_runner_sends_one_alert_when_an_episode_opens_and_one_when_it_ends()
     assert opened.event_id == events[int(np.flatnonzero(flags)[0])].event_id
     assert ended.episode_rows == SETTINGS.sensors.regime_rows and ended.episode_start_ts == opened.event_ts
     assert ended.event_ts == events[changes[0]].ts and "new normal" in (ended.reason or "")
+
+
+
+def test_once_armed_the_reading_profile_hands_over_to_the_model() -> None:
+    """A device's spike alerts from the reading profile while the model warms up; after warm-up, a reading only
+    the profile finds rare raises nothing (the model's threshold and alarm rule decide)."""
+    events = _short_device(n=1_200, fault_at=200)
+    channel = next(iter(events[0].readings))
+    sd = float(np.std([e.readings[channel] for e in events[:400]]))
+    events[900].readings[channel] += 8 * sd
+    batch = build_processor(Settings(), "sensors").process(events)
+    assert batch.warming_up[200] and batch.flags[200] and batch.verdict(200)[0] == "reading_profile"
+    assert not batch.warming_up[900]
+    assert batch.contender_scores["reading_profile"][900] >= Settings().sensors.profile_threshold
+    assert not batch.contender_flags["reading_profile"][900]

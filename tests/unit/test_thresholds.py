@@ -178,3 +178,20 @@ def test_normal_mask_and_protect_keep_only_rows_safe_to_learn_from():
     np.testing.assert_array_equal(normal_mask(flags, labels), [True, False, False, True])
     np.testing.assert_array_equal(protect(X, flags, labels), X[[0, 3]])
     assert protect(X, None) is X
+
+
+def test_a_ceiling_flags_every_probability_above_it_however_many():
+    """A classifier's threshold with a 0.5 ceiling: a day when a tenth of the events are likely frauds flags them
+    all, where the 99th percentile alone would flag one in a hundred; the ceiling holds after a checkpoint."""
+    rng = np.random.default_rng(4)
+    threshold = QuantileThreshold(0.99, warmup=100, window=1000, refresh_every=100, ceiling=0.5)
+    assert not threshold.classify_many(np.array([0.9])).any(), "still warming up"
+    likely = np.concatenate([rng.uniform(0, 0.2, 900), rng.uniform(0.6, 1.0, 100)])
+    threshold.update_many(likely)
+    assert threshold.threshold == 0.5 and threshold.classify_many(likely).sum() == 100
+    plain = QuantileThreshold(0.99, warmup=100, window=1000, refresh_every=100)
+    plain.update_many(likely)
+    assert plain.classify_many(likely).sum() <= 10
+    restored = QuantileThreshold(0.99, ceiling=0.5)
+    restored.load_state_dict(checkpoint.from_bytes(checkpoint.to_bytes(threshold.state_dict())))
+    assert restored.threshold == 0.5

@@ -235,7 +235,7 @@ class ModelSettings(_Section):
     threshold_quantile: float = Field(0.995, gt=0.5, lt=1.0)
     threshold_warmup: int = Field(200, ge=1, description="scores the threshold sees before it flags anything")
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
-    probability_threshold: float = Field(0.0, ge=0, lt=1, description="a detector that learns from labels (its "
+    probability_threshold: float = Field(0.5, ge=0, lt=1, description="a detector that learns from labels (its "
                                          "score is a fraud probability) flags at this probability even where its "
                                          "quantile threshold is higher; 0 = the quantile alone")
     top_features: int = Field(3, ge=0)

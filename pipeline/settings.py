@@ -237,7 +237,8 @@ class ModelSettings(_Section):
     threshold_window: int = Field(5_000, ge=1, description="recent scores the threshold quantile is taken over")
     probability_threshold: float = Field(0.5, ge=0, lt=1, description="a detector that learns from labels (its "
                                          "score is a fraud probability) flags at this probability even where its "
-                                         "quantile threshold is higher; 0 = the quantile alone")
+                                         "quantile threshold is higher, once it has learned from "
+                                         "promote_min_positives frauds; 0 = the quantile alone")
     top_features: int = Field(3, ge=0)
     label_free_alerts: bool = Field(True, description="False: a champion that does not learn from labels scores "
                                     "every event but raises no alert (the rules and a promoted supervised model do)")

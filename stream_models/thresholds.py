@@ -98,7 +98,8 @@ class QuantileThreshold:
         Recompute the quantile after this many new scores.
     ceiling
         Once armed, the threshold is never above this (a classifier's fraud probability, e.g. 0.5: every event
-        more likely fraud than not is flagged, however many there are); None = the quantile alone.
+        more likely fraud than not is flagged, however many there are); None = the quantile alone. `set_ceiling`
+        sets it later (once a classifier's probabilities mean something).
     """
 
     def __init__(
@@ -139,6 +140,11 @@ class QuantileThreshold:
         self._since_refresh = 0
         if not keep_threshold:
             self._threshold = math.inf
+
+    def set_ceiling(self, ceiling: float) -> None:
+        self.ceiling = float(ceiling)
+        if math.isfinite(self._threshold):
+            self._threshold = min(self._threshold, self.ceiling)
 
     def classify_many(self, scores: np.ndarray) -> np.ndarray:
         """(B,) scores -> (B,) bool: True where score >= threshold (NaN scores are never flagged)."""
@@ -201,6 +207,7 @@ class QuantileThreshold:
                 "warmup": self.warmup,
                 "window": self.window,
                 "refresh_every": self.refresh_every,
+                "ceiling": self.ceiling,
             },
             "scores": self._ordered(),  # oldest first
             "n_seen": self._n_seen,
@@ -212,7 +219,7 @@ class QuantileThreshold:
         if state.get("kind") != "quantile":
             raise ModelError(f"not a QuantileThreshold state: kind={state.get('kind')!r}")
         params = state["params"]
-        self.__dict__.update(QuantileThreshold(**params, ceiling=self.ceiling).__dict__)  # the ceiling is a setting
+        self.__dict__.update(QuantileThreshold(**params).__dict__)
         self._push(np.asarray(state["scores"], dtype=np.float64))
         self._n_seen = int(state["n_seen"])
         self._since_refresh = int(state["since_refresh"])

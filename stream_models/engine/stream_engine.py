@@ -88,9 +88,8 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
         background=config.learn_in_background))
     drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,
                          lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
-    ceiling = config.probability_threshold if config.probability_threshold and catalog.learns_from_labels(name) else None
     threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,
-                                  window=config.threshold_window, refresh_every=config.learn_every, ceiling=ceiling)
+                                  window=config.threshold_window, refresh_every=config.learn_every)
     blind = () if catalog.learns_from_labels(name) else tuple(
         i for i, f in enumerate(feature_names) if f in BLIND_WITHOUT_LABELS)
     return Contender(name, detector, catalog.consumes(name), threshold, learner, drift, blind=blind)
@@ -426,6 +425,15 @@ class StreamEngine:
                 self.losses[name] = float(np.mean(S[normal, k]))
             c.learner.observe(c.view(inputs[c.consumes]), Fl[:, k] | ~gate, event_ids=ids, ts=ts)
             c.learner.maybe_update(now_ts=now)
+            if self._probabilities_count(c):
+                c.threshold.set_ceiling(self.config.probability_threshold)
+
+    def _probabilities_count(self, c: Contender) -> bool:
+        """A classifier's scores are probabilities worth a threshold of their own (`probability_threshold`) once it
+        has learned from as many frauds as a promotion needs; before that they are an untrained net's."""
+        cfg = self.config
+        return bool(cfg.probability_threshold and c.threshold.ceiling is None and catalog.learns_from_labels(c.name)
+                    and len(c.learner.frauds) >= cfg.promote_min_positives)
 
     def _start_afresh(self) -> None:
         """Devices with a regime change forget their windows, normalisation and alarm state (and may learn)."""

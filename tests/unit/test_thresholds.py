@@ -192,6 +192,10 @@ def test_a_ceiling_flags_every_probability_above_it_however_many():
     plain = QuantileThreshold(0.99, warmup=100, window=1000, refresh_every=100)
     plain.update_many(likely)
     assert plain.classify_many(likely).sum() <= 10
-    restored = QuantileThreshold(0.99, ceiling=0.5)
+    restored = QuantileThreshold(0.99)
     restored.load_state_dict(checkpoint.from_bytes(checkpoint.to_bytes(threshold.state_dict())))
     assert restored.threshold == 0.5
+    later = QuantileThreshold(0.99, warmup=100, window=1000, refresh_every=100)
+    later.update_many(likely)
+    later.set_ceiling(0.5)
+    assert later.classify_many(likely).sum() == 100, "a ceiling set later applies at once"

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     log = worker.communicate(timeout=600)[0]
     times = record_times(bootstrap, topic, limit + 1)
     first_ms = min(ms for event_id, ms in times.items() if run_id in event_id)
-    latencies, alerts = [], 0
+    latencies, sent_at, alerts = [], [], 0
     for entry_id, fields in client.xrange(STREAM, min=f"({start_id}"):
         event_id = json.loads(fields[b"alert"])["event_id"]
         if run_id not in event_id or event_id not in times:
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         sent_ms = times[event_id]
         if sent_ms - first_ms >= args.warmup_s * 1000:
             latencies.append(int(entry_id.decode().split("-")[0]) - sent_ms)
+            sent_at.append(round((sent_ms - first_ms) / 1000, 2))
     lat = np.array(latencies, dtype=float)
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "max_ms": float(lat.max()) if len(lat) else None,
         "worker_stopped": log.strip().splitlines()[-1][:300] if log.strip() else "",
+        "alerts_sent_s_latency_ms": list(zip(sent_at, latencies, strict=True)),  # where in the run the tail sits
         "load_average": os.getloadavg(), "cpus": os.cpu_count(),
     }
     write_result(out, result)

@@ -191,6 +191,7 @@ class Runner:
         # Rewind point: the state of the last checkpoint (or the fresh state) and the offsets it matches.
         self._origin: dict[TopicPartition, int] = {}
         self._fresh_state: dict[str, Any] | None = None
+        self._writer: Any = None  # stream_models.checkpoint.BackgroundWriter, made at the first checkpoint
 
     # ------------------------------------------------------------------ control
     def request_stop(self, *_: Any) -> None:
@@ -495,7 +496,7 @@ class Runner:
         self._last_commit = self.clock()
         interval = self.config.checkpoint_interval_s
         if interval and self.clock() - self._last_checkpoint >= interval:
-            self.checkpoint()
+            self.checkpoint(wait=False)
         return True
 
     def shutdown(self, clean: bool = True) -> None:
@@ -654,8 +655,9 @@ class Runner:
         return seek
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self) -> Path | None:
-        """Write model/feature/threshold/drift state plus the committed offsets atomically."""
+    def checkpoint(self, wait: bool = True) -> Path | None:
+        """Write model/feature/threshold/drift state plus the committed offsets atomically; with `wait` False the
+        state is copied now and written by a background thread (the loop goes on meanwhile)."""
         for hook in self.checkpoint_hooks:
             hook(self)
         if self.partition_store is not None:
@@ -676,7 +678,11 @@ class Runner:
             "meta": self.checkpoint_meta,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(path, payload)
+        if self._writer is None:
+            self._writer = checkpoint.BackgroundWriter()
+        self._writer.submit(path, payload)
+        if wait:
+            self._writer.wait()
         self._origin = dict(offsets)
         self.stats.checkpoints += 1
         self.metrics.checkpoints.inc()
@@ -702,6 +708,8 @@ class Runner:
         """Load every processor's state from the checkpoint at `path`; returns its offsets."""
         from stream_models import checkpoint
 
+        if self._writer is not None:
+            self._writer.wait()
         payload = checkpoint.load(path)
         if payload.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointMismatch(f"checkpoint {path} has format {payload.get('format')}, expected {CHECKPOINT_FORMAT}")

@@ -40,7 +40,40 @@ _SCALARS = (str, bytes, int, float, bool, type(None))
 
 def save(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
     """Write `payload` to `path` atomically (temp file in the same directory, fsync, rename)."""
-    data = to_bytes(payload)
+    _write(path, to_bytes(payload))
+
+
+class BackgroundWriter:
+    """Checkpoints written off the caller's thread: `submit` copies the payload's values at once (a consistent
+    snapshot; the caller may go on changing its state) and a writer thread serialises and saves it. At most one
+    write is in flight: `submit` and `wait` first finish the previous one and re-raise its error.
+
+    >>> import tempfile, os, numpy as np
+    >>> path, values = os.path.join(tempfile.mkdtemp(), "ckpt.pt"), np.arange(3.0)
+    >>> writer = BackgroundWriter()
+    >>> writer.submit(path, {"mean": values}); values += 10; writer.wait()
+    >>> load(path)["mean"]
+    array([0., 1., 2.])
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamwarden-checkpoint")
+        self._in_flight: Any = None
+
+    def submit(self, path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
+        self.wait()
+        envelope = _envelope(payload)
+        self._in_flight = self._pool.submit(lambda: _write(path, _serialise(envelope)))
+
+    def wait(self) -> None:
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
+
+
+def _write(path: str | os.PathLike[str], data: bytes) -> None:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -91,9 +124,17 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def to_bytes(payload: Mapping[str, Any]) -> bytes:
     """Serialise `payload` the way `save` does (for sending a model over Kafka, say)."""
+    return _serialise(_envelope(payload))
+
+
+def _envelope(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload as plain data, every array and tensor copied."""
     if not isinstance(payload, Mapping):
         raise CheckpointError(f"checkpoint payload must be a dict, got {type(payload).__name__}")
-    envelope = {"format": FORMAT, "format_version": FORMAT_VERSION, "payload": _encode(payload, "payload")}
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "payload": _encode(payload, "payload")}
+
+
+def _serialise(envelope: dict[str, Any]) -> bytes:
     buffer = io.BytesIO()
     torch.save(envelope, buffer)
     return buffer.getvalue()
@@ -116,7 +157,7 @@ def from_bytes(data: bytes, *, source: str = "<bytes>") -> dict[str, Any]:
 
 def _encode(value: Any, where: str) -> Any:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "US":
             return {_NDARRAY_STR: value.astype(str).ravel().tolist(), "shape": list(value.shape)}

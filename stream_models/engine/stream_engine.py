@@ -44,6 +44,7 @@ from stream_models.engine.featurizers import (
 from stream_models.reading_profile import ReadingProfile
 
 log = logging.getLogger("stream_models.engine")
+SCORE_ROWS = 128  # rows per scoring call (a fixed shape keeps each row's scores independent of the batching)
 # features a label-free detector never sees: calendar ones (the first weekend or night would look novel on every
 # transaction) and those built from revealed labels (the first chargebacks, a label delay in, would too): either
 # raised alert storms that nothing else explained
@@ -262,12 +263,21 @@ class StreamEngine:
             for minute in sorted(self._budget_counts)[:-60]:
                 del self._budget_counts[minute]
 
-    def _block(self, part: np.ndarray, pos: int) -> np.ndarray:
-        """Rows placed at their chunk position in a (learn_every, ...) block: a row's arithmetic is then
-        the same whatever the batch it arrived in (BLAS kernels differ by batch shape)."""
-        block = np.zeros((self.config.learn_every, *part.shape[1:]), dtype=np.float32)
-        block[pos : pos + len(part)] = part
-        return block
+    @staticmethod
+    def _blocks(part: np.ndarray, pos: int) -> tuple[np.ndarray, int]:
+        """Rows placed at their chunk position in whole SCORE_ROWS-row blocks, and the first block's chunk position.
+        Each block is scored on its own, so a row's arithmetic is the same whatever the batch it arrived in (BLAS
+        kernels differ by batch shape), and a poll of a few events scores one block, not the whole chunk."""
+        first = pos - pos % SCORE_ROWS
+        span = -(-(pos + len(part) - first) // SCORE_ROWS) * SCORE_ROWS
+        block = np.zeros((span, *part.shape[1:]), dtype=np.float32)
+        block[pos - first : pos - first + len(part)] = part
+        return block, first
+
+    @staticmethod
+    def _per_block(fn: Any, rows: np.ndarray) -> dict[int, Any]:
+        """`fn(start)` of each SCORE_ROWS-row block that holds one of `rows`, as {block start: result}."""
+        return {start: fn(start) for start in sorted({int(r) // SCORE_ROWS * SCORE_ROWS for r in rows})}
 
     def _chunk(self, board: ChampionBoard, part: slice, keys: list[str], inputs: dict[str, np.ndarray],
                ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch,
@@ -281,10 +291,16 @@ class StreamEngine:
         armed = self._warm_done and math.isfinite(float(champion.threshold.threshold))
         assert out.warming_up is not None
         out.warming_up[part] = ~ready | (not armed)
-        blocks = {k: self._block(v, pos) for k, v in inputs.items()}
+        placed = {k: self._blocks(v, pos) for k, v in inputs.items()}
+        blocks = {k: b for k, (b, _) in placed.items()}
+        offset = pos - next(iter(placed.values()))[1]  # the segment's first row in `blocks`
         if len(rows):
-            sel = pos + local
-            scored = {n: Scored(s.scores[sel], s.flags[sel], s.thresholds[sel]) for n, s in board.score(blocks).items()}
+            sel = offset + local
+            parts = self._per_block(lambda i: board.score({k: b[i : i + SCORE_ROWS] for k, b in blocks.items()}), sel)
+            at = np.searchsorted(list(parts), sel // SCORE_ROWS * SCORE_ROWS)  # each row's block among `parts`
+            scored = {n: Scored(*(np.concatenate([getattr(p[n], f) for p in parts.values()])[at * SCORE_ROWS
+                                                                                           + sel % SCORE_ROWS]
+                                  for f in ("scores", "flags", "thresholds"))) for n in board.names}
             champ = scored[board.champion]
             out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
             raw[local] = champ.flags if self.config.label_free_alerts or catalog.learns_from_labels(board.champion) \
@@ -323,9 +339,12 @@ class StreamEngine:
             self._pending.learnable.append(gate[local])
         hit = np.flatnonzero(alarms)
         if len(hit) and self.config.top_features:
-            explained = champion.detector.explain_many(champion.view(blocks[champion.consumes]), self.config.top_features)
+            block = blocks[champion.consumes]
+            explained = self._per_block(lambda i: champion.detector.explain_many(
+                champion.view(block[i : i + SCORE_ROWS]), self.config.top_features), offset + hit)
             for j in hit.tolist():
-                out.explanations[part.start + j] = explained[pos + j]
+                start = (offset + j) // SCORE_ROWS * SCORE_ROWS
+                out.explanations[part.start + j] = explained[start][offset + j - start]
 
     def _episode_watch(self, keys: list[str], alarms: np.ndarray, ids: list[str], ts: np.ndarray, part: slice,
                        out: DomainBatch) -> np.ndarray:

@@ -75,7 +75,7 @@ def test_sensor_backtest_reports_nab_and_compares_detectors(tmp_path: Path) -> N
                           compare=["window_autoencoder", "lstm_forecaster"])
 
     rows = {m["detector"]: m for m in result.metrics}
-    assert set(rows) == {"window_autoencoder", "lstm_forecaster"}
+    assert set(rows) == {"window_autoencoder", "lstm_forecaster", "reading_profile"}  # the cold-start rule too
     assert "nab_standard" in rows["window_autoencoder"]
     assert rows["window_autoencoder"]["positives"] == rows["lstm_forecaster"]["positives"] > 0
     assert result.scores["score__lstm_forecaster"].notna().sum() > 0

@@ -91,7 +91,7 @@ def test_challengers_are_scored_but_only_the_champion_alerts_and_labels_rate_the
     events = sensor_readings(240)
     batch = processor.process(events)
 
-    assert set(batch.contender_scores) == {"lstm_autoencoder", "window_autoencoder"}
+    assert set(batch.contender_scores) == {"lstm_autoencoder", "window_autoencoder", "reading_profile"}
     np.testing.assert_array_equal(batch.contender_scores["lstm_autoencoder"], batch.scores)
     assert np.isfinite(batch.contender_scores["window_autoencoder"][-50:]).all()
     assert processor.detector_name == "lstm_autoencoder"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
 import torch
+from torch import nn
 
 # Held while code seeds or draws from torch's global generator (model construction, dropout in training): a model
 # training in a background thread (stream_models.learner) and one built on the scoring thread then never interleave
@@ -30,3 +32,17 @@ def set_torch_threads(n: int) -> None:
     One worker per core wants 1: more threads oversubscribe the cores when workers share a machine."""
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+class SeededDropout(nn.Dropout):
+    """nn.Dropout whose training masks come from the numpy generator a detector hands it for one step (`rng`): a
+    seeded clone draws the same masks without locking torch's global generator, and numpy draws them about five
+    times faster than torch's CPU Bernoulli. Without `rng` it is plain nn.Dropout."""
+
+    rng: np.random.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.rng is None:
+            return super().forward(x)
+        keep = (self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p) * np.float32(1.0 / (1.0 - self.p))
+        return x * torch.from_numpy(keep).to(x.device)

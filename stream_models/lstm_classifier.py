@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from stream_models.catalog import register
+from stream_models.device import SeededDropout
 from stream_models.errors import ModelError
 from stream_models.mlp_classifier import TabularModelConfig, TorchTabularDetector
 
@@ -41,7 +42,7 @@ class _LSTMNet(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(n_features, cfg.lstm_hidden, batch_first=True)
         self.head = nn.Sequential(nn.Linear(cfg.lstm_hidden + n_features, cfg.head_hidden), nn.ReLU(),
-                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, 1))
+                                  SeededDropout(cfg.dropout), nn.Linear(cfg.head_hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, (h, _) = self.lstm(x)  # h: (1, B, H)

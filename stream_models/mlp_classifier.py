@@ -23,7 +23,7 @@ from torch import nn
 
 from stream_models.base import as_row, top_features
 from stream_models.catalog import register
-from stream_models.device import GLOBAL_RNG_LOCK, pick_device
+from stream_models.device import GLOBAL_RNG_LOCK, SeededDropout, pick_device
 from stream_models.errors import ModelError
 
 
@@ -100,7 +100,8 @@ class TorchTabularDetector:
             self.net = self._build().to(self.device)
         self.scaler = OnlineStandardizer(len(self.feature_names), config.scaler_memory, config.input_clip)
         self.scaler.to(self.device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                          fused=self.device.type in ("cpu", "cuda"))  # one kernel per step
         self.ema_net = copy.deepcopy(self.net) if config.ema_decay > 0 else None
         if self.ema_net is not None:
             self.ema_net.requires_grad_(False)
@@ -162,10 +163,15 @@ class TorchTabularDetector:
             torch.as_tensor(np.asarray(y, np.float32).reshape(-1), device=self.device)
         self.scaler.update(x)
         self.net.train()
+        # Dropout draws from a generator seeded by (seed, step): seeded clones learn identically.
+        seed = self.config.seed * 1_000_003 + self.n_steps
+        rng = np.random.default_rng(seed)
+        for m in self.net.modules():
+            if isinstance(m, SeededDropout):
+                m.rng = rng
         if self._has_dropout:
-            # Dropout draws from a generator seeded by (seed, step): seeded clones learn identically.
-            # Only the generator in use is seeded (torch.manual_seed costs ~200 us: it seeds every backend).
-            seed = self.config.seed * 1_000_003 + self.n_steps
+            # A plug-in's own nn.Dropout draws from torch's generator: only the one in use is seeded
+            # (torch.manual_seed costs ~200 us: it seeds every backend).
             with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.default_generator.manual_seed(seed)
                 if self.device.type == "cuda":
@@ -185,7 +191,9 @@ class TorchTabularDetector:
 
     @property
     def _has_dropout(self) -> bool:
-        return any(isinstance(m, nn.Dropout) and m.p > 0 for m in self.net.modules())
+        """Dropout drawing from torch's global generator (a plug-in's own nn.Dropout)."""
+        return any(isinstance(m, nn.Dropout) and not isinstance(m, SeededDropout) and m.p > 0
+                   for m in self.net.modules())
 
     def score_one(self, x: Any) -> float:
         return float(self.score_many(as_row(x, self.feature_names))[0])
@@ -256,7 +264,7 @@ class MLPClassifier(TorchTabularDetector):
         layers: list[nn.Module] = []
         d = len(self.feature_names)
         for h in self.config.hidden:
-            layers += [nn.Linear(d, h), nn.ReLU(), nn.Dropout(self.config.dropout)]
+            layers += [nn.Linear(d, h), nn.ReLU(), SeededDropout(self.config.dropout)]
             d = h
         layers.append(nn.Linear(d, 1))
         return nn.Sequential(*layers)

@@ -29,6 +29,7 @@ DEFAULT_CONSUMER_CONFIG: dict[str, Any] = {
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
     "max_poll_records": 500,
+    "max_partition_fetch_bytes": 16 * 1024 * 1024,
 }
 
 

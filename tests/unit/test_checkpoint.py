@@ -168,3 +168,27 @@ def test_workers_sharing_a_state_dir_each_claim_their_own_checkpoint_file(tmp_pa
     assert again == second
     first_lock.close()
     again_lock.close()
+
+
+def test_a_background_write_holds_the_state_of_its_submission_and_reports_its_failure(tmp_path) -> None:
+    """The worker goes on changing its models while the writer thread saves: the file holds the state as it was
+    when the checkpoint was taken, and a write that failed is raised at the next submit or wait."""
+    model = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    writer = checkpoint.BackgroundWriter()
+    writer.submit(tmp_path / "ckpt.pt", {"model": model.state_dict(), "seen": np.arange(3)})
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the live parameters move on at once
+    writer.wait()
+    saved = checkpoint.load(tmp_path / "ckpt.pt")
+    torch.testing.assert_close(saved["model"]["weight"], before["weight"])
+    (tmp_path / "file").write_text("a file where a directory should be")
+    writer.submit(tmp_path / "file" / "ckpt.pt", {"seen": 1})
+    with pytest.raises(OSError):
+        writer.wait()
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    assert doctest.testmod(checkpoint).failed == 0

@@ -455,3 +455,16 @@ def test_dead_letters_the_broker_refused_for_good_are_exported_and_never_hold_co
     runner.run()
     assert source.committed == {(TOPIC, 0): 20}
     assert runner.metrics.dead_letters_dropped._value.get() == 2
+
+
+def test_periodic_checkpoints_are_written_in_the_background_and_the_last_one_waits(tmp_path: Path) -> None:
+    """A checkpoint due while running is written by the writer thread; the one at shutdown is on disk when run()
+    returns, with the final offsets."""
+    path = tmp_path / "ckpt.pt"
+    source = FakeSource(tx_records(40, partitions=1))
+    runner = make_runner(source, MemorySink(), checkpoint_path=path, checkpoint_interval_s=1e-9, max_records=10)
+    stats = runner.run()
+    from stream_models import checkpoint
+
+    assert stats.checkpoints >= 4 and runner._writer is not None
+    assert checkpoint.load(path)["offsets"] == source.committed == {(TOPIC, 0): 40}

@@ -179,7 +179,10 @@ class ChampionBoard:
             "recent_scores": np.stack([v[0] for v in self._recent.values()]) if ids else np.zeros((0, len(self._names))),
             "recent_flags": np.stack([v[1] for v in self._recent.values()]) if ids else np.zeros((0, len(self._names)), bool),
             "recent_ts": np.array([v[2] for v in self._recent.values()], dtype=np.float64),
-            "rated": [(s, f, y) for s, f, y in self._rated],
+            # stacked: 20,000 (scores, flags) pairs pickled one by one cost a worker's checkpoint ~0.5 s
+            "rated_scores": np.stack([r[0] for r in self._rated]) if self._rated else np.zeros((0, len(self._names))),
+            "rated_flags": np.stack([r[1] for r in self._rated]) if self._rated else np.zeros((0, len(self._names)), bool),
+            "rated_labels": np.array([r[2] for r in self._rated], dtype=np.int64),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -194,4 +197,6 @@ class ChampionBoard:
                                   strict=True)
         )
         self._rated.clear()
-        self._rated.extend((np.asarray(s), np.asarray(f), int(y)) for s, f, y in state["rated"])
+        rated = state["rated"] if "rated" in state else zip(  # "rated": a list of triples, before session 9
+            state["rated_scores"], state["rated_flags"], state["rated_labels"].tolist(), strict=True)
+        self._rated.extend((np.asarray(s), np.asarray(f), int(y)) for s, f, y in rated)

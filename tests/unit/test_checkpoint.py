@@ -192,3 +192,13 @@ def test_docstring_examples() -> None:
     import doctest
 
     assert doctest.testmod(checkpoint).failed == 0
+
+
+def test_long_lists_of_strings_round_trip_exactly_and_cheaply() -> None:
+    """Event ids and entity keys travel as one tensor (not 100k pickled str objects), and come back as the same
+    list: unicode, empty strings and a NUL inside or at the end included."""
+    ids = [f"tx-{i:09d}" for i in range(1_000)] + ["", "karte-ü-€", "a\x00b", "ends-in-nul\x00"]
+    for values in (ids, ids[:-1], ["same"] * 100, [""] * 100):
+        envelope = checkpoint._envelope({"ids": values})
+        assert checkpoint.from_bytes(checkpoint._serialise(envelope))["ids"] == values
+    assert isinstance(checkpoint._envelope({"ids": ids[:-1]})["payload"]["ids"], dict), "packed into one tensor"

@@ -109,6 +109,7 @@ class SensorWindows:
         W = self.config.window
         if not events:
             self.last_z = np.zeros((0, len(self.channels or ())))
+            self.last_n = np.zeros((0, len(self.channels or ())))
             return [], np.zeros((0, W, len(self.channels or ())), np.float32), np.zeros(0, bool)
         values = self._readings(events)  # (B, C), NaN where a channel is missing
         keys = [str(ev.device_id) for ev in events]
@@ -116,6 +117,7 @@ class SensorWindows:
         B, C = values.shape
         out = np.empty((B, W, C), dtype=np.float32)
         self.last_z = np.zeros((B, C))  # each reading's z-scores against its device's statistics before it
+        self.last_n = np.zeros((B, C))  # the readings those statistics came from
         ready = np.empty(B, dtype=bool)
         slots = np.empty(B, dtype=np.int64)
         ranks = np.empty(B, dtype=np.int64)
@@ -174,6 +176,7 @@ class SensorWindows:
             std_old = np.sqrt(np.where(n_old > 1, self._m2[s] / np.maximum(n_old, 1.0), 0.0))
             ok = known & (n_old > 1) & (std_old >= self.config.min_std)
             self.last_z[idx] = np.where(ok, (np.nan_to_num(x) - self._mean[s]) / np.where(ok, std_old, 1.0), 0.0)
+            self.last_n[idx] = np.where(ok, n_old, 0.0)
             stats_on = known.copy()
             if self.config.freeze_after is not None:
                 stats_on &= self._n[s] < self.config.freeze_after

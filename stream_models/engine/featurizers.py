@@ -88,8 +88,9 @@ class SensorFeaturizer:
     def update(self, events: Sequence[Any]) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
         keys, X, ready = self.windows.update_many(events)  # X (B, W, C)
         # a device's recent readings are its sequence; a row detector reads the newest one; "z" feeds the
-        # reading profile (the newest reading against the device's statistics before it)
-        inputs = {"windows": X, "sequences": X, "rows": np.ascontiguousarray(X[:, -1, :]), "z": self.windows.last_z}
+        # reading profile (the newest reading against the device's statistics before it, and their count)
+        inputs = {"windows": X, "sequences": X, "rows": np.ascontiguousarray(X[:, -1, :]),
+                  "z": np.stack([self.windows.last_z, self.windows.last_n], axis=-1)}
         return keys, inputs, ready
 
     def observe_labels(self, labels: Sequence[Any]) -> None:

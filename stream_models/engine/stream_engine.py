@@ -236,8 +236,9 @@ class StreamEngine:
         assert self.profile is not None and self._names is not None
         threshold = self.config.profile_threshold
         scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
-        scores = np.where(ready, scores, np.nan)
-        flags = ready & (scores >= threshold) & (not (armed and self.config.profile_until_armed))
+        if not self.profile.scores_unready_rows:  # the reading profile scores from a device's third reading
+            scores = np.where(ready, scores, np.nan)
+        flags = (scores >= threshold) & (not (armed and self.config.profile_until_armed))
         out.contender_scores[self.profile.name][part] = scores
         out.contender_flags[self.profile.name][part] = flags
         for j, reason in reasons.items():

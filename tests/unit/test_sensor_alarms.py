@@ -109,3 +109,15 @@ def test_once_armed_the_reading_profile_hands_over_to_the_model() -> None:
     assert not batch.warming_up[900]
     assert batch.contender_scores["reading_profile"][900] >= Settings().sensors.profile_threshold
     assert not batch.contender_flags["reading_profile"][900]
+
+
+def test_a_spike_among_a_device_s_first_readings_alerts_and_its_normal_start_does_not() -> None:
+    """Before a window of 30 readings exists, a reading is judged against the prediction interval of the few
+    before it (Student's t): a large spike at reading 12 alerts, the normal scatter of the first readings does not."""
+    events = _short_device(n=300, fault_at=12)
+    channel = next(iter(events[0].readings))
+    events[12].readings[channel] += 12 * float(np.std([e.readings[channel] for e in events]))  # 20 sd in all
+    batch = build_processor(Settings(), "sensors").process(events)
+    assert np.flatnonzero(batch.flags[:30]).tolist() == [12]
+    assert batch.verdict(12)[0] == "reading_profile" and "sd above the device's usual" in batch.reasons[12]
+    assert np.isnan(batch.contender_scores["reading_profile"][:2]).all(), "nothing to compare the first two with"

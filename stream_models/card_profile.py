@@ -72,7 +72,6 @@ class CardProfile:
     the batches the chunk arrived in."""
 
     name = "card_profile"
-    scores_unready_rows = False  # scored where the engine's features are ready
     consumes = "rows"  # the transaction feature rows
 
     def __init__(self) -> None:

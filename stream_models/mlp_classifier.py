@@ -105,6 +105,11 @@ class TorchTabularDetector:
         self.ema_net = copy.deepcopy(self.net) if config.ema_decay > 0 else None
         if self.ema_net is not None:
             self.ema_net.requires_grad_(False)
+        # Dropout layers, found once: ours draw from a numpy generator per step, a plug-in's own nn.Dropout from
+        # torch's global generator
+        dropouts = [m for m in self.net.modules() if isinstance(m, nn.Dropout) and m.p > 0]
+        self._seeded_dropouts = [m for m in dropouts if isinstance(m, SeededDropout)]
+        self._torch_dropout = len(dropouts) > len(self._seeded_dropouts)
         self.n_learned = 0
         self.n_steps = 0
 
@@ -165,11 +170,11 @@ class TorchTabularDetector:
         self.net.train()
         # Dropout draws from a generator seeded by (seed, step): seeded clones learn identically.
         seed = self.config.seed * 1_000_003 + self.n_steps
-        rng = np.random.default_rng(seed)
-        for m in self.net.modules():
-            if isinstance(m, SeededDropout):
+        if self._seeded_dropouts:
+            rng = np.random.default_rng(seed)
+            for m in self._seeded_dropouts:
                 m.rng = rng
-        if self._has_dropout:
+        if self._torch_dropout:
             # A plug-in's own nn.Dropout draws from torch's generator: only the one in use is seeded
             # (torch.manual_seed costs ~200 us: it seeds every backend).
             with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -188,12 +193,6 @@ class TorchTabularDetector:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-
-    @property
-    def _has_dropout(self) -> bool:
-        """Dropout drawing from torch's global generator (a plug-in's own nn.Dropout)."""
-        return any(isinstance(m, nn.Dropout) and not isinstance(m, SeededDropout) and m.p > 0
-                   for m in self.net.modules())
 
     def score_one(self, x: Any) -> float:
         return float(self.score_many(as_row(x, self.feature_names))[0])

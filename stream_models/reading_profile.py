@@ -32,7 +32,6 @@ LN10 = math.log(10.0)
 class ReadingProfile:
     name = "reading_profile"
     consumes = "z"  # the featuriser's per-channel (z-score, readings behind it) of the newest reading
-    scores_unready_rows = True  # from a device's third reading, before its first full window
     MIN_READINGS = 3  # two degrees of freedom
 
     def score_rows(self, Z: np.ndarray, names: list[str], ts: Any, explain_at: float = 1.0,

@@ -229,15 +229,13 @@ class StreamEngine:
             out.rule, out.rule_threshold = self.profile.name, self.config.profile_threshold
         out.per_episode = self.alarm_filter is not None
 
-    def _profile_alerts(self, part: slice, X: np.ndarray, ready: np.ndarray, ts: np.ndarray,
-                        out: DomainBatch, armed: bool) -> np.ndarray:
-        """The cold-start rule scores the rows `X` of `part`; returns its alerts (they join the champion's). With
-        `profile_until_armed` it hands over: no alerts of its own once the champion is `armed`."""
+    def _profile_alerts(self, part: slice, X: np.ndarray, ts: np.ndarray, out: DomainBatch,
+                        armed: bool) -> np.ndarray:
+        """The cold-start rule scores the rows `X` of `part` (NaN where it cannot yet); returns its alerts (they join
+        the champion's). With `profile_until_armed` it hands over: no alerts of its own once the champion is `armed`."""
         assert self.profile is not None and self._names is not None
         threshold = self.config.profile_threshold
         scores, reasons = self.profile.score_rows(X, self._names, ts, explain_at=threshold, exclude_at=threshold)
-        if not self.profile.scores_unready_rows:  # the reading profile scores from a device's third reading
-            scores = np.where(ready, scores, np.nan)
         flags = (scores >= threshold) & (not (armed and self.config.profile_until_armed))
         out.contender_scores[self.profile.name][part] = scores
         out.contender_flags[self.profile.name][part] = flags
@@ -265,20 +263,19 @@ class StreamEngine:
                 del self._budget_counts[minute]
 
     @staticmethod
-    def _blocks(part: np.ndarray, pos: int) -> tuple[np.ndarray, int]:
-        """Rows placed at their chunk position in whole SCORE_ROWS-row blocks, and the first block's chunk position.
-        Each block is scored on its own, so a row's arithmetic is the same whatever the batch it arrived in (BLAS
-        kernels differ by batch shape), and a poll of a few events scores one block, not the whole chunk."""
-        first = pos - pos % SCORE_ROWS
-        span = -(-(pos + len(part) - first) // SCORE_ROWS) * SCORE_ROWS
+    def _blocks(part: np.ndarray, offset: int) -> np.ndarray:
+        """Rows placed at their chunk position (`offset` into its SCORE_ROWS-row block) in whole blocks. Each block
+        is scored on its own, so a row's arithmetic is the same whatever the batch it arrived in (BLAS kernels
+        differ by batch shape), and a poll of a few events scores one block, not the whole chunk."""
+        span = -(-(offset + len(part)) // SCORE_ROWS) * SCORE_ROWS
         block = np.zeros((span, *part.shape[1:]), dtype=np.float32)
-        block[pos - first : pos - first + len(part)] = part
-        return block, first
+        block[offset : offset + len(part)] = part
+        return block
 
     @staticmethod
     def _per_block(fn: Any, rows: np.ndarray) -> dict[int, Any]:
         """`fn(start)` of each SCORE_ROWS-row block that holds one of `rows`, as {block start: result}."""
-        return {start: fn(start) for start in sorted({int(r) // SCORE_ROWS * SCORE_ROWS for r in rows})}
+        return {start: fn(start) for start in (np.unique(rows // SCORE_ROWS) * SCORE_ROWS).tolist()}
 
     def _chunk(self, board: ChampionBoard, part: slice, keys: list[str], inputs: dict[str, np.ndarray],
                ready: np.ndarray, ids: list[str], ts: np.ndarray, out: DomainBatch,
@@ -292,16 +289,18 @@ class StreamEngine:
         armed = self._warm_done and math.isfinite(float(champion.threshold.threshold))
         assert out.warming_up is not None
         out.warming_up[part] = ~ready | (not armed)
-        placed = {k: self._blocks(v, pos) for k, v in inputs.items()}
-        blocks = {k: b for k, (b, _) in placed.items()}
-        offset = pos - next(iter(placed.values()))[1]  # the segment's first row in `blocks`
+        offset = pos % SCORE_ROWS  # the segment's first row in `blocks`
+        blocks = {k: self._blocks(v, offset) for k, v in inputs.items()}
         if len(rows):
             sel = offset + local
             parts = self._per_block(lambda i: board.score({k: b[i : i + SCORE_ROWS] for k, b in blocks.items()}), sel)
-            at = np.searchsorted(list(parts), sel // SCORE_ROWS * SCORE_ROWS)  # each row's block among `parts`
-            scored = {n: Scored(*(np.concatenate([getattr(p[n], f) for p in parts.values()])[at * SCORE_ROWS
-                                                                                           + sel % SCORE_ROWS]
-                                  for f in ("scores", "flags", "thresholds"))) for n in board.names}
+            # each row's place in the scored blocks laid end to end
+            at = np.searchsorted(list(parts), sel // SCORE_ROWS * SCORE_ROWS) * SCORE_ROWS + sel % SCORE_ROWS
+
+            def gather(name: str, field: str) -> np.ndarray:
+                return np.concatenate([getattr(p[name], field) for p in parts.values()])[at]
+
+            scored = {n: Scored(gather(n, "scores"), gather(n, "flags"), gather(n, "thresholds")) for n in board.names}
             champ = scored[board.champion]
             out.scores[rows], out.thresholds[rows] = champ.scores, champ.thresholds
             raw[local] = champ.flags if self.config.label_free_alerts or catalog.learns_from_labels(board.champion) \
@@ -319,7 +318,7 @@ class StreamEngine:
         assert out.champion_alerts is not None
         out.champion_alerts[part] = alarms
         if rule_input is not None:
-            alarms |= self._profile_alerts(part, rule_input, ready, ts, out, armed)
+            alarms |= self._profile_alerts(part, rule_input, ts, out, armed)
         if self.alarm_filter is not None:
             alarms &= ~self._episode_watch(keys, alarms, ids, ts, part, out)
         out.flags[part] = alarms

@@ -161,7 +161,8 @@ def _encode(value: Any, where: str) -> Any:
         return value.detach().to("cpu", copy=True)
     if isinstance(value, np.ndarray):
         if value.dtype.kind in "US":
-            return {_NDARRAY_STR: value.astype(str).ravel().tolist(), "shape": list(value.shape)}
+            flat = value.astype(str).ravel().tolist()
+            return {_NDARRAY_STR: _pack_strings(flat) or flat, "shape": list(value.shape)}
         if value.dtype.kind not in "biufc":
             raise CheckpointError(f"{where}: numpy arrays of dtype {value.dtype} cannot be checkpointed")
         native = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
@@ -218,7 +219,7 @@ def _decode(value: Any) -> Any:
         if _STR_LIST in value and len(value) == 1:
             return _unpack_strings(value[_STR_LIST])
         if _NDARRAY_STR in value:
-            return np.asarray(value[_NDARRAY_STR], dtype=str).reshape(value["shape"])
+            return np.asarray(_decode(value[_NDARRAY_STR]), dtype=str).reshape(value["shape"])
         return {key: _decode(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_decode(item) for item in value]

@@ -202,3 +202,5 @@ def test_long_lists_of_strings_round_trip_exactly_and_cheaply() -> None:
         envelope = checkpoint._envelope({"ids": values})
         assert checkpoint.from_bytes(checkpoint._serialise(envelope))["ids"] == values
     assert isinstance(checkpoint._envelope({"ids": ids[:-1]})["payload"]["ids"], dict), "packed into one tensor"
+    keys = np.array(ids[:-1]).reshape(-1, 1)  # numpy str arrays go the same way
+    np.testing.assert_array_equal(checkpoint.from_bytes(checkpoint.to_bytes({"keys": keys}))["keys"], keys)

@@ -88,16 +88,45 @@ def _view(runner: Any, feed: _Feed, produced: dict[str, int], started: float) ->
     return Group(counters, state, alerts)
 
 
-def run_demo(settings: Settings, options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
-    """Run the demo end to end; returns the summary it prints."""
+def demo_simulators(options: DemoOptions, stamp: str) -> tuple[Any, Any]:
+    """The demo's transaction and sensor simulators (ids prefixed with `stamp`)."""
+    from ingest.simulator import SensorSimulator, TransactionSimulator
+
+    customers = max(20, options.transactions // (2 * options.days))
+    return (TransactionSimulator(seed=options.seed, n_customers=customers, n_terminals=customers, days=options.days,
+                                 id_prefix=f"tx{stamp}"),
+            SensorSimulator(seed=options.seed, n_devices=options.devices, n_steps=options.sensor_steps,
+                            interval_s=SENSOR_INTERVAL_S, id_prefix=f"sr{stamp}", spikes_per_1000=6.0,
+                            level_shifts_per_1000=2.0))
+
+
+def alert_quality(frame: pd.DataFrame, options: DemoOptions, episode_gap_rows: int) -> dict[str, Any]:
+    """The summary's alert figures of scored demo events (`domain`, `alert`, `label` columns and the sensors'
+    episode columns): precision and recall per domain, sensor faults with an alarm episode, false episodes."""
     from evaluation.episodes import episode_scores
     from evaluation.metrics import precision_recall
+
+    out: dict[str, Any] = {}
+    for domain, part in frame.groupby("domain"):
+        precision, recall = precision_recall((part["label"] == 1).to_numpy(), part["alert"].astype(bool).to_numpy())
+        out[f"{domain} precision"] = None if precision is None else round(precision, 3)
+        out[f"{domain} recall"] = None if recall is None else round(recall, 3)
+    sensors = frame[frame["domain"] == "sensors"]
+    if len(sensors):
+        episodes = episode_scores(sensors, episode_gap_rows)
+        hours = options.devices * options.sensor_steps * SENSOR_INTERVAL_S / 3600
+        out["sensors faults with an alarm episode"] = f"{episodes['faults_detected']} of {episodes['faults']}"
+        out["sensors false episodes per device-hour"] = round(episodes["false_episodes"] / hours, 2)
+    return out
+
+
+def run_demo(settings: Settings, options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run the demo end to end; returns the summary it prints."""
     from evaluation.report import write_report
     from ingest.consumer import create_topics
     from ingest.produce import produce_events
     from ingest.producer import EventProducer
     from ingest.schemas import DLQ_SUFFIX
-    from ingest.simulator import SensorSimulator, TransactionSimulator
     from pipeline.services import LocalServices
     from pipeline.worker import build_live_runner
 
@@ -112,12 +141,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
     topics = {t.transactions: 2, t.sensors: 1, t.labels: 1}
     create_topics(services.kafka_bootstrap, {**topics, **{name + DLQ_SUFFIX: 1 for name in topics}})
 
-    customers = max(20, options.transactions // (2 * options.days))
-    tx_sim = TransactionSimulator(seed=options.seed, n_customers=customers, n_terminals=customers, days=options.days,
-                                  id_prefix=f"tx{stamp}")
-    sensor_sim = SensorSimulator(seed=options.seed, n_devices=options.devices, n_steps=options.sensor_steps,
-                                 interval_s=SENSOR_INTERVAL_S,
-                                 id_prefix=f"sr{stamp}", spikes_per_1000=6.0, level_shifts_per_1000=2.0)
+    tx_sim, sensor_sim = demo_simulators(options, stamp)
     tx_events, sensor_events = list(tx_sim.events()), list(sensor_sim.events())
 
     feed = _Feed()
@@ -175,16 +199,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
     elapsed = (stats.stopped_at or time.time()) - stats.started_at - options.idle_timeout_s
     summary: dict[str, Any] = {"events": stats.events, "alerts": stats.alerts, "rejects": stats.rejects,
                                "labels": stats.labels, "throughput (events/s)": round(stats.events / max(elapsed, 1e-9), 1)}
-    for domain, part in frame.groupby("domain"):
-        precision, recall = precision_recall((part["label"] == 1).to_numpy(), part["alert"].astype(bool).to_numpy())
-        summary[f"{domain} precision"] = None if precision is None else round(precision, 3)
-        summary[f"{domain} recall"] = None if recall is None else round(recall, 3)
-    sensors = frame[frame["domain"] == "sensors"]
-    if len(sensors):
-        episodes = episode_scores(sensors, settings.sensors.episode_gap_rows)
-        hours = options.devices * options.sensor_steps * SENSOR_INTERVAL_S / 3600
-        summary["sensors faults with an alarm episode"] = f"{episodes['faults_detected']} of {episodes['faults']}"
-        summary["sensors false episodes per device-hour"] = round(episodes["false_episodes"] / hours, 2)
+    summary.update(alert_quality(frame, options, settings.sensors.episode_gap_rows))
     latency = runner.metrics.batch_latency.collect()[0].samples
     count = next(s.value for s in latency if s.name.endswith("_count"))
     total = next(s.value for s in latency if s.name.endswith("_sum"))

@@ -100,20 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     for p in spinners:
         p.start()
     busy_pids = [p.pid for p in spinners if p.pid is not None]
-    busy_cpu0 = cpu_seconds(busy_pids)
-    t0 = time.time()
-    done = cli(*run_args, env=env, capture=True)
-    wall = time.time() - t0 - IDLE_S
-    busy_share = (cpu_seconds(busy_pids) - busy_cpu0) / ((wall + IDLE_S) * (os.cpu_count() or 1))
-    log = done.stdout + done.stderr
-    events = int(re.findall(r"events[=\"': ]+(\d+)", log.split("worker stopped")[-1])[0])
     report = Path(tempfile.gettempdir()) / f"run_speed-backtest-{stamp}"
     backtest_args = ["backtest", "--input", f"kafka://{topic}", "--no-progress", "--report", str(report)]
-    t0 = time.time()
-    cli(*backtest_args, capture=True)
-    backtest_wall = time.time() - t0
-    for p in spinners:
-        p.terminate()
+    try:
+        busy_cpu0 = cpu_seconds(busy_pids)
+        t0 = time.time()
+        done = cli(*run_args, env=env, capture=True)
+        wall = time.time() - t0 - IDLE_S
+        busy_share = (cpu_seconds(busy_pids) - busy_cpu0) / ((wall + IDLE_S) * (os.cpu_count() or 1))
+        t0 = time.time()
+        cli(*backtest_args, capture=True)
+        backtest_wall = time.time() - t0
+    finally:
+        for p in spinners:
+            p.terminate()
+    log = done.stdout + done.stderr
+    events = int(re.findall(r"events[=\"': ]+(\d+)", log.split("worker stopped")[-1])[0])
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commands": [f"streamwarden produce --scale {args.scale} --days {args.days} --topic {topic}",

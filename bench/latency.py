@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,14 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, **settings_env}
     run_args = ["run", "--domain", "transactions", "--group-id", group, "--idle-timeout", "30"]
     exe = str(Path(sys.executable).with_name("streamwarden"))
-    worker = subprocess.Popen([exe, *run_args], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # the worker's output goes to a file: a pipe nobody reads during the run would block its logging when full
+    worker_log = tempfile.TemporaryFile("w+")
+    worker = subprocess.Popen([exe, *run_args], cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
                               text=True)
     time.sleep(15)  # imports, models, group join: the worker waits on the topic before the paced stream starts
     produce_args = ["produce", "--scale", "5000", "--days", "30", "--topic", topic, "--rate", str(args.rate),
                     "--limit", str(limit)]
     produced = cli(*produce_args, capture=True).stdout
     run_id = re.search(r"run\s+id\s+(\w+)", produced).group(1)  # type: ignore[union-attr]
-    log = worker.communicate(timeout=600)[0]
+    worker.wait(timeout=600)
+    worker_log.seek(0)
+    log = worker_log.read()
     times = record_times(bootstrap, topic, limit + 1)
     first_ms = min(ms for event_id, ms in times.items() if run_id in event_id)
     latencies, sent_at, alerts = [], [], 0

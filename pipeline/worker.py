@@ -29,14 +29,14 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     security = settings.kafka.client_config()
     security.pop("bootstrap_servers")
     security.pop("client_id")
+    group_settings = settings.kafka.consumer_config()
     consumer = consumer_class(settings)(  # bootstraps within kafka.startup_timeout_s (bootstrap_timeout_ms)
-        settings.kafka.bootstrap_servers, topics, settings.kafka.group_id,
+        group_settings.pop("bootstrap_servers"), topics, group_settings.pop("group_id"),
         on_assign=lambda parts: holder["runner"].on_assign(parts),
         on_revoke=lambda parts: holder["runner"].on_revoke(parts),
         on_lost=lambda parts: holder["runner"].on_lost(parts),
-        client_id=settings.kafka.client_id, auto_offset_reset=settings.kafka.auto_offset_reset,
-        config={**security, "session_timeout_ms": settings.kafka.session_timeout_ms,
-                "max_poll_interval_ms": settings.kafka.max_poll_interval_ms},
+        client_id=group_settings.pop("client_id"), auto_offset_reset=group_settings.pop("auto_offset_reset"),
+        config=group_settings,
     )
     from ingest.dlq import DeadLetterQueue
     from ingest.producer import EventProducer

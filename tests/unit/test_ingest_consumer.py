@@ -144,12 +144,13 @@ def test_kafka_python_settings_translate_to_librdkafka_and_unknown_ones_are_refu
         "bootstrap_servers": ["a:9092", "b:9092"], "group_id": "g", "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc", "sasl_plain_password": "pw",
         "ssl_cafile": "/ca.pem", "ssl_check_hostname": False, "session_timeout_ms": 10_000,
-        "bootstrap_timeout_ms": 8_000,
+        "bootstrap_timeout_ms": 8_000, "fetch_max_wait_ms": 20,
     })
     assert config == {
         "bootstrap.servers": "a:9092,b:9092", "group.id": "g", "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc", "sasl.password": "pw",
         "ssl.ca.location": "/ca.pem", "ssl.endpoint.identification.algorithm": "none", "session.timeout.ms": 10_000,
+        "fetch.wait.max.ms": 20,
     }
     with pytest.raises(ValueError, match="fetch_min_bytes"):
         librdkafka_config({"fetch_min_bytes": 1})

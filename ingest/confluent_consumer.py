@@ -40,6 +40,7 @@ _NAMES = {
     "ssl_password": "ssl.key.password",
     "fetch_max_bytes": "fetch.max.bytes",
     "fetch_max_wait_ms": "fetch.wait.max.ms",
+    "fetch_min_bytes": "fetch.min.bytes",
     "max_partition_fetch_bytes": "max.partition.fetch.bytes",
     "request_timeout_ms": "socket.timeout.ms",
 }

@@ -39,6 +39,7 @@ import numpy as np
 from pipeline.errors import CheckpointMismatch
 from pipeline.observability import RunnerMetrics
 from stream_models.engine import DomainBatch
+from stream_models.learner import learning_in_flight
 from streamwarden.errors import StreamwardenError
 
 log = logging.getLogger("pipeline.runner")
@@ -495,7 +496,10 @@ class Runner:
             self._export_lag()
         self._last_commit = self.clock()
         interval = self.config.checkpoint_interval_s
-        if interval and self.clock() - self._last_checkpoint >= interval:
+        since = self.clock() - self._last_checkpoint
+        # taken when the learning thread is between steps (the snapshot then needs no wait), or at the latest
+        # min(interval, 10 s) late, after waiting for the steps in flight
+        if interval and since >= interval and (since >= interval + min(interval, 10.0) or not learning_in_flight()):
             self.checkpoint(wait=False)
         return True
 
@@ -656,8 +660,9 @@ class Runner:
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, wait: bool = True) -> Path | None:
-        """Write model/feature/threshold/drift state plus the committed offsets atomically; with `wait` False the
-        state is copied now and written by a background thread (the loop goes on meanwhile)."""
+        """Write model/feature/threshold/drift state plus the committed offsets atomically. With `wait` False the
+        loop goes on at once: a forked child saves a copy-on-write snapshot (on CUDA, where a child cannot read the
+        state, the state is copied now and a background thread writes it)."""
         for hook in self.checkpoint_hooks:
             hook(self)
         if self.partition_store is not None:
@@ -667,26 +672,35 @@ class Runner:
         if path is None:
             return None
         from stream_models import checkpoint
+        from stream_models.learner import wait_for_learning
 
         offsets = {(str(t), int(p)): int(o) for (t, p), o in self._next.items()}
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "created_at": self.clock(),
-            "offsets": offsets,
-            "domains": {p.domain: p.state_dict() for p in self.processors.values()},
-            "models": {p.domain: {"detector": p.detector_name, "version": p.model_version} for p in self.processors.values()},
-            "meta": self.checkpoint_meta,
-        }
+        head = {"format": CHECKPOINT_FORMAT, "created_at": self.clock(), "offsets": offsets}
+
+        def payload() -> dict[str, Any]:
+            return {
+                **head,
+                "domains": {p.domain: p.state_dict() for p in self.processors.values()},
+                "models": {p.domain: {"detector": p.detector_name, "version": p.model_version}
+                           for p in self.processors.values()},
+                "meta": self.checkpoint_meta,
+            }
+
         path.parent.mkdir(parents=True, exist_ok=True)
         if self._writer is None:
             self._writer = checkpoint.BackgroundWriter()
-        self._writer.submit(path, payload)
+        if not wait and checkpoint.can_fork():
+            wait_for_learning()  # the child has no learning thread: it must find the models between steps
+            self._writer.submit_forked(path, payload)
+        else:
+            self._writer.submit(path, payload())
         if wait:
             self._writer.wait()
         self._origin = dict(offsets)
         self.stats.checkpoints += 1
         self.metrics.checkpoints.inc()
-        log.info("checkpoint written", extra={"path": str(path), "partitions": len(offsets)})
+        log.info("checkpoint written" if wait else "checkpoint started", extra={"path": str(path),
+                                                                                "partitions": len(offsets)})
         return path
 
     def restore(self) -> dict[TopicPartition, int] | None:

@@ -79,9 +79,12 @@ class KafkaSettings(_Section):
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     session_timeout_ms: int = Field(45_000, ge=1_000)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_min_bytes: int = Field(
+        65_536, ge=1, description="the broker answers a fetch once this much data is there (or fetch_max_wait_ms "
+        "passed): under load the worker gets batches worth a few ms of events instead of a handful each")
     fetch_max_wait_ms: int = Field(
-        20, ge=0, le=30_000, description="longest the broker holds a fetch waiting for data. Low: a worker reads "
-        "the labels topic too, and a fetch held for the quiet labels topic holds back the events behind it")
+        20, ge=0, le=30_000, description="longest the broker holds a fetch waiting for fetch_min_bytes. Low: a "
+        "worker also reads the quiet labels topic, and a fetch held for it holds back the events behind it")
     startup_timeout_s: float = Field(8.0, gt=0, le=300, description="start-up: give up on an unreachable broker after this")
     client: Literal["kafka-python", "confluent"] = Field(
         "kafka-python", description="the worker's consumer: confluent = librdkafka (pip install 'streamwarden[fast]')")
@@ -142,6 +145,7 @@ class KafkaSettings(_Section):
             "auto_offset_reset": self.auto_offset_reset,
             "session_timeout_ms": self.session_timeout_ms,
             "max_poll_interval_ms": self.max_poll_interval_ms,
+            "fetch_min_bytes": self.fetch_min_bytes,
             "fetch_max_wait_ms": self.fetch_max_wait_ms,
         }
 

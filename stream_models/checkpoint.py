@@ -22,7 +22,8 @@ import fcntl
 import io
 import os
 import tempfile
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,9 +46,14 @@ def save(path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
 
 
 class BackgroundWriter:
-    """Checkpoints written off the caller's thread: `submit` copies the payload's values at once (a consistent
-    snapshot; the caller may go on changing its state) and a writer thread serialises and saves it. At most one
-    write is in flight: `submit` and `wait` first finish the previous one and re-raise its error.
+    """Checkpoints written off the caller's thread. At most one write is in flight: `submit`, `submit_forked` and
+    `wait` first finish the previous one and re-raise its error.
+
+    `submit` copies the payload's values at once (a consistent snapshot; the caller may go on changing its state)
+    and a writer thread serialises and saves it. `submit_forked` forks: the child process builds the payload from
+    its copy-on-write view of the caller's memory and saves it, so the caller stalls only for the fork however
+    large its state (Redis's BGSAVE does the same). Only where `can_fork()`: no CUDA context (a forked child cannot
+    use it), and nothing else may be changing the state being saved while the fork happens.
 
     >>> import tempfile, os, numpy as np
     >>> path, values = os.path.join(tempfile.mkdtemp(), "ckpt.pt"), np.arange(3.0)
@@ -55,6 +61,9 @@ class BackgroundWriter:
     >>> writer.submit(path, {"mean": values}); values += 10; writer.wait()
     >>> load(path)["mean"]
     array([0., 1., 2.])
+    >>> writer.submit_forked(path, lambda: {"mean": values}); values += 10; writer.wait()
+    >>> load(path)["mean"]
+    array([10., 11., 12.])
     """
 
     def __init__(self) -> None:
@@ -62,16 +71,44 @@ class BackgroundWriter:
 
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="streamwarden-checkpoint")
         self._in_flight: Any = None
+        self._child: tuple[int, str] | None = None  # pid and path of a forked writer
 
     def submit(self, path: str | os.PathLike[str], payload: Mapping[str, Any]) -> None:
         self.wait()
         envelope = _envelope(payload)
         self._in_flight = self._pool.submit(lambda: _write(path, _serialise(envelope)))
 
+    def submit_forked(self, path: str | os.PathLike[str], build: Callable[[], Mapping[str, Any]]) -> None:
+        self.wait()
+        pid = os.fork()
+        if pid == 0:  # the child: save, then leave without running the parent's exit handlers or flushing its buffers
+            code = 1
+            try:
+                os.nice(19)  # the parent's scoring and learning come first on the cores
+                torch.set_num_threads(1)  # the parent's intra-op threads do not exist here
+                save(path, build())
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        self._child = (pid, os.fspath(path))
+
     def wait(self) -> None:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
             future.result()
+        if self._child is not None:
+            (pid, path), self._child = self._child, None
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            if code != 0:
+                raise CheckpointError(f"the process writing checkpoint {path} exited with {code} (its error is on "
+                                      "stderr)")
+
+
+def can_fork() -> bool:
+    """Whether `BackgroundWriter.submit_forked` may be used in this process."""
+    return hasattr(os, "fork") and not torch.cuda.is_initialized()
 
 
 def _write(path: str | os.PathLike[str], data: bytes) -> None:

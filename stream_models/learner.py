@@ -115,6 +115,21 @@ class _Ring:
 
 
 _LEARNING_THREAD: ThreadPoolExecutor | None = None
+_SUBMITTED: list[Future[None]] = []  # steps handed to the learning thread and not yet seen finished
+
+
+def learning_in_flight() -> bool:
+    """Whether the learning thread has steps queued or running."""
+    _SUBMITTED[:] = [f for f in _SUBMITTED if not f.done()]
+    return bool(_SUBMITTED)
+
+
+def wait_for_learning() -> None:
+    """Block until the learning thread is idle (errors stay with the learners, which re-raise them)."""
+    from concurrent.futures import wait
+
+    wait(list(_SUBMITTED))
+    _SUBMITTED.clear()
 
 
 def _learning_thread() -> ThreadPoolExecutor:
@@ -242,6 +257,7 @@ class OnlineLearner:
             self.publish()  # the previous update's weights start scoring now
             self._apply_lr(self._shadow)
             self._in_flight = _learning_thread().submit(self._learn, self._shadow, batches)
+            _SUBMITTED.append(self._in_flight)
         else:
             self._apply_lr(self.detector)
             self._learn(self.detector, batches)

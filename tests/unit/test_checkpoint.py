@@ -188,6 +188,26 @@ def test_a_background_write_holds_the_state_of_its_submission_and_reports_its_fa
         writer.wait()
 
 
+@pytest.mark.skipif(not checkpoint.can_fork(), reason="needs os.fork and no CUDA context")
+def test_a_forked_write_saves_the_state_at_the_fork_and_reports_a_failed_child(tmp_path) -> None:
+    """The periodic checkpoint of a worker: a child process saves the state as it was at the fork while the
+    worker's models move on, and a child that failed is raised at the next submit or wait, naming the file."""
+    model = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    writer = checkpoint.BackgroundWriter()
+    writer.submit_forked(tmp_path / "ckpt.pt", lambda: {"model": model.state_dict(), "ids": [str(i) for i in range(99)]})
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    writer.wait()
+    saved = checkpoint.load(tmp_path / "ckpt.pt")
+    torch.testing.assert_close(saved["model"]["weight"], before["weight"])
+    assert saved["ids"][-1] == "98"
+    writer.submit_forked(tmp_path / "bad.pt", lambda: {"model": object()})
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        writer.wait()
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_docstring_examples() -> None:
     import doctest
 

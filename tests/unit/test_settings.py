@@ -95,6 +95,7 @@ def test_kafka_security_settings_pass_straight_through_to_kafka_python(tmp_path:
     assert settings.kafka.consumer_config()["group_id"] == "streamwarden"
     # the broker answers a fetch of the quiet labels topic within 20 ms, so it never holds back the events
     assert settings.kafka.consumer_config()["fetch_max_wait_ms"] == 20
+    assert settings.kafka.consumer_config()["fetch_min_bytes"] == 65_536
 
 
 def test_secrets_are_masked_everywhere_they_are_shown() -> None:

@@ -13,7 +13,9 @@ reads its RSS, feeds it entities in chunks of 50k, collects garbage and reads th
 - sensors: N devices, 8 channels, one reading each, through `update_many`.
 "transactions" is the store as the worker builds it (`stream_models.engine.featurizers.TransactionFeaturizer`: rings
 start at 4 events per entity and double on demand, no per-card sequence store); "transactions-sequences"
-is the library default the LSTM classifier needs (rings of 32, the last 5 feature rows per card).
+is the store as the worker builds it when `lstm_classifier` is among the detectors (the same, plus the last
+`transactions.sequence_length` feature rows per card). The difference between the two, per card, is the sequence
+state the LSTM classifier costs (issue 14: at most 1 KB per card).
 `array bytes` is the numpy arrays the store holds; the rest of the growth is Python objects (the
 id -> slot dicts and their key strings) and allocator slack.
 """
@@ -34,6 +36,7 @@ import numpy as np
 from bench.common import ROOT, Report, rss_bytes, verdict
 
 BYTES_TARGET = 512
+SEQUENCE_TARGET = 1024  # bytes of sequence state per card
 RSS_TARGET_1M = 1 << 30
 CHUNK = 50_000
 CASES = ("transactions", "transactions-sequences", "sensors")
@@ -66,14 +69,10 @@ def child(case: str, n: int) -> dict[str, Any]:
     s = Settings()
     t0 = time.perf_counter()
     if case.startswith("transactions"):
-        from stream_models.transaction_features import TransactionFeatures, TransactionFeaturesConfig
+        from stream_models.engine.featurizers import TransactionFeaturizer
 
-        if case == "transactions":  # as the worker builds it
-            from stream_models.engine.featurizers import TransactionFeaturizer
-
-            store: Any = TransactionFeaturizer(s.transactions.label_delay_s).features
-        else:  # the library default, with the per-card sequences the LSTM classifier reads
-            store = TransactionFeatures(TransactionFeaturesConfig(label_delay_days=s.transactions.label_delay_s / 86_400))
+        sequence_length = s.transactions.sequence_length if case == "transactions-sequences" else 0
+        store: Any = TransactionFeaturizer(s.transactions.label_delay_s, sequence_length).features
         gc.collect()
         before = rss_bytes()
         cards = n // 2
@@ -109,6 +108,14 @@ def child(case: str, n: int) -> dict[str, Any]:
     return {"case": case, "entities": entities, "rss_before": before, "rss_after": after,
             "growth": after - before, "bytes_per_entity": (after - before) / entities,
             "array_bytes_per_entity": arrays / entities, "seconds": time.perf_counter() - t0}
+
+
+def _per_card(seq: dict[str, Any], plain: dict[str, Any], what: str) -> float:
+    if what == "growth":
+        extra = seq["growth"] - plain["growth"]
+    else:
+        extra = (seq["array_bytes_per_entity"] - plain["array_bytes_per_entity"]) * seq["entities"]
+    return extra / (seq["entities"] // 2)
 
 
 def run_child(case: str, n: int, timeout_s: float) -> dict[str, Any]:
@@ -149,6 +156,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                   "<= 512 B/entity"],
                  [[r["case"], r["entities"], r["growth"] / 2**20, r["bytes_per_entity"], r["array_bytes_per_entity"],
                    r["rss_after"] / 2**20, verdict(r["bytes_per_entity"] <= BYTES_TARGET)] for r in ok])
+    plain = {r["entities"]: r for r in ok if r["case"] == "transactions"}
+    with_sequences = [r for r in ok if r["case"] == "transactions-sequences" and r["entities"] in plain]
+    if with_sequences:
+        report.table("Per-card sequence state of lstm_classifier (transactions-sequences minus transactions; cards = "
+                     "entities / 2)",
+                     ["entities", "cards", "RSS bytes/card", "array bytes/card", "<= 1 KB/card"],
+                     [[r["entities"], r["entities"] // 2, _per_card(r, plain[r["entities"]], "growth"),
+                       _per_card(r, plain[r["entities"]], "arrays"),
+                       verdict(_per_card(r, plain[r["entities"]], "growth") <= SEQUENCE_TARGET)]
+                      for r in with_sequences])
     million = [r for r in ok if r["entities"] >= 1_000_000]
     if million:
         report.table("1M entities in <= 1 GB RSS (whole process, Python + numpy + torch loaded)",
@@ -158,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     failed = [r for r in rows if "error" in r]
     if failed:
         report.add("Failed rows: " + "; ".join(f"{r['case']} {r['entities']:,}: {r['error']}" for r in failed))
-    report.data = {"rows": rows, "targets": {"bytes_per_entity": BYTES_TARGET, "rss_1m": RSS_TARGET_1M}}
+    report.data = {"rows": rows, "targets": {"bytes_per_entity": BYTES_TARGET, "rss_1m": RSS_TARGET_1M,
+                                                 "sequence_bytes_per_card": SEQUENCE_TARGET}}
     report.save(update_md=not args.no_md)
     return report.data
 

@@ -24,6 +24,9 @@ def build_live_runner(settings: Settings, *, idle_timeout_s: float | None = None
     from sinks.connection import probe as probe_redis
 
     probe_redis(settings.redis.connection(), settings.redis.startup_timeout_s)
+    from stream_models.checkpoint import small_pages_for_forks
+
+    small_pages_for_forks()
     topics = [*(settings.topics.for_domain(d) for d in settings.domains()), settings.topics.labels]
     holder: dict[str, Any] = {}
     security = settings.kafka.client_config()

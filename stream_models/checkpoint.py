@@ -106,6 +106,17 @@ class BackgroundWriter:
                                       "stderr)")
 
 
+def small_pages_for_forks() -> None:
+    """numpy arrays allocated from now on use the kernel's 4 KiB pages instead of the 2 MiB huge pages numpy asks
+    for: after a forked checkpoint, the worker's first write to a page copies that page, and copying 2 MiB per
+    scattered write (feature rings, replay buffers) slowed its batches ~3x for a second after each fork."""
+    from numpy._core import multiarray
+
+    setter = getattr(multiarray, "_set_madvise_hugepage", None)  # numpy's switch behind NUMPY_MADVISE_HUGEPAGE
+    if setter is not None:
+        setter(False)
+
+
 def can_fork() -> bool:
     """Whether `BackgroundWriter.submit_forked` may be used in this process."""
     return hasattr(os, "fork") and not torch.cuda.is_initialized()

@@ -84,6 +84,9 @@ class BackgroundWriter:
         if pid == 0:  # the child: save, then leave without running the parent's exit handlers or flushing its buffers
             code = 1
             try:
+                # inherited descriptors go at once: the parent's sockets, and its checkpoint lock, which a worker
+                # restarted after a kill -9 must find free even while this child still writes
+                os.closerange(3, os.sysconf("SC_OPEN_MAX"))
                 os.nice(19)  # the parent's scoring and learning come first on the cores
                 torch.set_num_threads(1)  # the parent's intra-op threads do not exist here
                 save(path, build())

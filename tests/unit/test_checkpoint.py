@@ -224,3 +224,29 @@ def test_long_lists_of_strings_round_trip_exactly_and_cheaply() -> None:
     assert isinstance(checkpoint._envelope({"ids": ids[:-1]})["payload"]["ids"], dict), "packed into one tensor"
     keys = np.array(ids[:-1]).reshape(-1, 1)  # numpy str arrays go the same way
     np.testing.assert_array_equal(checkpoint.from_bytes(checkpoint.to_bytes({"keys": keys}))["keys"], keys)
+
+
+@pytest.mark.skipif(not checkpoint.can_fork(), reason="needs os.fork and no CUDA context")
+def test_a_forked_write_does_not_keep_the_workers_checkpoint_lock(tmp_path) -> None:
+    """A worker killed while its checkpoint child still writes: the restarted worker takes back the same file."""
+    import time
+
+    path, lock = checkpoint.claim(tmp_path / "group.ckpt")
+    started = tmp_path / "child-started"
+
+    def build() -> dict[str, int]:
+        started.touch()
+        time.sleep(1.0)
+        return {"n": 1}
+
+    writer = checkpoint.BackgroundWriter()
+    writer.submit_forked(path, build)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    lock.close()  # the worker is gone; its child is still writing
+    again, lock = checkpoint.claim(tmp_path / "group.ckpt")
+    assert again == path
+    writer.wait()
+    lock.close()
+    assert checkpoint.load(path)["n"] == 1

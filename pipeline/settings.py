@@ -83,7 +83,7 @@ class KafkaSettings(_Section):
         65_536, ge=1, description="the broker answers a fetch once this much data is there (or fetch_max_wait_ms "
         "passed): under load the worker gets batches worth a few ms of events instead of a handful each")
     fetch_max_wait_ms: int = Field(
-        20, ge=0, le=30_000, description="longest the broker holds a fetch waiting for fetch_min_bytes. Low: a "
+        10, ge=0, le=30_000, description="longest the broker holds a fetch waiting for fetch_min_bytes. Low: a "
         "worker also reads the quiet labels topic, and a fetch held for it holds back the events behind it")
     startup_timeout_s: float = Field(8.0, gt=0, le=300, description="start-up: give up on an unreachable broker after this")
     client: Literal["kafka-python", "confluent"] = Field(

@@ -93,8 +93,8 @@ def test_kafka_security_settings_pass_straight_through_to_kafka_python(tmp_path:
     assert config["sasl_plain_password"] == "s3cret"
     assert config["ssl_cafile"] == str(ca)
     assert settings.kafka.consumer_config()["group_id"] == "streamwarden"
-    # the broker answers a fetch of the quiet labels topic within 20 ms, so it never holds back the events
-    assert settings.kafka.consumer_config()["fetch_max_wait_ms"] == 20
+    # the broker answers a fetch of the quiet labels topic within 10 ms, so it never holds back the events
+    assert settings.kafka.consumer_config()["fetch_max_wait_ms"] == 10
     assert settings.kafka.consumer_config()["fetch_min_bytes"] == 65_536
 
 

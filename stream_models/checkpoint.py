@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
@@ -52,8 +53,8 @@ class BackgroundWriter:
     `submit` copies the payload's values at once (a consistent snapshot; the caller may go on changing its state)
     and a writer thread serialises and saves it. `submit_forked` forks: the child process builds the payload from
     its copy-on-write view of the caller's memory and saves it, so the caller stalls only for the fork however
-    large its state (Redis's BGSAVE does the same). Only where `can_fork()`: no CUDA context (a forked child cannot
-    use it), and nothing else may be changing the state being saved while the fork happens.
+    large its state (Redis's BGSAVE does the same). Only where `can_fork()` (Linux, no CUDA context: a forked child
+    cannot use it), and nothing else may be changing the state being saved while the fork happens.
 
     >>> import tempfile, os, numpy as np
     >>> path, values = os.path.join(tempfile.mkdtemp(), "ckpt.pt"), np.arange(3.0)
@@ -122,7 +123,8 @@ def small_pages_for_forks() -> None:
 
 def can_fork() -> bool:
     """Whether `BackgroundWriter.submit_forked` may be used in this process."""
-    return hasattr(os, "fork") and not torch.cuda.is_initialized()
+    # Linux only: on macOS a forked child of a threaded process may crash in system libraries
+    return sys.platform.startswith("linux") and not torch.cuda.is_initialized()
 
 
 def _write(path: str | os.PathLike[str], data: bytes) -> None:

@@ -110,12 +110,11 @@ def child(case: str, n: int) -> dict[str, Any]:
             "array_bytes_per_entity": arrays / entities, "seconds": time.perf_counter() - t0}
 
 
-def _per_card(seq: dict[str, Any], plain: dict[str, Any], what: str) -> float:
-    if what == "growth":
-        extra = seq["growth"] - plain["growth"]
-    else:
-        extra = (seq["array_bytes_per_entity"] - plain["array_bytes_per_entity"]) * seq["entities"]
-    return extra / (seq["entities"] // 2)
+def _sequence_bytes_per_card(seq: dict[str, Any], plain: dict[str, Any]) -> tuple[float, float]:
+    """(RSS growth, array bytes) per card that the sequence store adds; half the entities are cards."""
+    cards = seq["entities"] // 2
+    arrays = (seq["array_bytes_per_entity"] - plain["array_bytes_per_entity"]) * seq["entities"]
+    return (seq["growth"] - plain["growth"]) / cards, arrays / cards
 
 
 def run_child(case: str, n: int, timeout_s: float) -> dict[str, Any]:
@@ -159,13 +158,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     plain = {r["entities"]: r for r in ok if r["case"] == "transactions"}
     with_sequences = [r for r in ok if r["case"] == "transactions-sequences" and r["entities"] in plain]
     if with_sequences:
+        per_card = [(r, *_sequence_bytes_per_card(r, plain[r["entities"]])) for r in with_sequences]
         report.table("Per-card sequence state of lstm_classifier (transactions-sequences minus transactions; cards = "
                      "entities / 2)",
                      ["entities", "cards", "RSS bytes/card", "array bytes/card", "<= 1 KB/card"],
-                     [[r["entities"], r["entities"] // 2, _per_card(r, plain[r["entities"]], "growth"),
-                       _per_card(r, plain[r["entities"]], "arrays"),
-                       verdict(_per_card(r, plain[r["entities"]], "growth") <= SEQUENCE_TARGET)]
-                      for r in with_sequences])
+                     [[r["entities"], r["entities"] // 2, rss, arrays, verdict(rss <= SEQUENCE_TARGET)]
+                      for r, rss, arrays in per_card])
     million = [r for r in ok if r["entities"] >= 1_000_000]
     if million:
         report.table("1M entities in <= 1 GB RSS (whole process, Python + numpy + torch loaded)",

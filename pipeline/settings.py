@@ -81,7 +81,7 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     fetch_min_bytes: int = Field(
         65_536, ge=1, description="the broker answers a fetch once this much data is there (or fetch_max_wait_ms "
-        "passed): under load the worker gets batches worth a few ms of events instead of a handful each")
+        "passed): under load a poll returns up to fetch_max_wait_ms of events instead of a handful")
     fetch_max_wait_ms: int = Field(
         10, ge=0, le=30_000, description="longest the broker holds a fetch waiting for fetch_min_bytes. Low: a "
         "worker also reads the quiet labels topic, and a fetch held for it holds back the events behind it")

@@ -115,29 +115,30 @@ class _Ring:
 
 
 _LEARNING_THREAD: ThreadPoolExecutor | None = None
-_SUBMITTED: list[Future[None]] = []  # steps handed to the learning thread and not yet seen finished
+_LAST_SUBMITTED: Future[None] | None = None  # one thread, first in first out: when this is done, all are
 
 
 def learning_in_flight() -> bool:
     """Whether the learning thread has steps queued or running."""
-    _SUBMITTED[:] = [f for f in _SUBMITTED if not f.done()]
-    return bool(_SUBMITTED)
+    return _LAST_SUBMITTED is not None and not _LAST_SUBMITTED.done()
 
 
 def wait_for_learning() -> None:
     """Block until the learning thread is idle (errors stay with the learners, which re-raise them)."""
     from concurrent.futures import wait
 
-    wait(list(_SUBMITTED))
-    _SUBMITTED.clear()
+    if _LAST_SUBMITTED is not None:
+        wait([_LAST_SUBMITTED])
 
 
-def _learning_thread() -> ThreadPoolExecutor:
-    """One learning thread per process: the learners' steps run one after another beside the scoring thread."""
-    global _LEARNING_THREAD
+def _submit_learning(fn: Any, *args: Any) -> Future[None]:
+    """Queue steps on the process's one learning thread: the learners' steps run one after another beside the
+    scoring thread."""
+    global _LEARNING_THREAD, _LAST_SUBMITTED
     if _LEARNING_THREAD is None:
         _LEARNING_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamwarden-learner")
-    return _LEARNING_THREAD
+    _LAST_SUBMITTED = _LEARNING_THREAD.submit(fn, *args)
+    return _LAST_SUBMITTED
 
 
 def _trains_in_background(detector: Any) -> bool:
@@ -256,8 +257,7 @@ class OnlineLearner:
         if self._shadow is not None:
             self.publish()  # the previous update's weights start scoring now
             self._apply_lr(self._shadow)
-            self._in_flight = _learning_thread().submit(self._learn, self._shadow, batches)
-            _SUBMITTED.append(self._in_flight)
+            self._in_flight = _submit_learning(self._learn, self._shadow, batches)
         else:
             self._apply_lr(self.detector)
             self._learn(self.detector, batches)

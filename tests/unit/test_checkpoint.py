@@ -188,7 +188,7 @@ def test_a_background_write_holds_the_state_of_its_submission_and_reports_its_fa
         writer.wait()
 
 
-@pytest.mark.skipif(not checkpoint.can_fork(), reason="needs os.fork and no CUDA context")
+@pytest.mark.skipif(not checkpoint.can_fork(), reason="forked checkpoints: Linux without a CUDA context")
 def test_a_forked_write_saves_the_state_at_the_fork_and_reports_a_failed_child(tmp_path) -> None:
     """The periodic checkpoint of a worker: a child process saves the state as it was at the fork while the
     worker's models move on, and a child that failed is raised at the next submit or wait, naming the file."""
@@ -226,7 +226,7 @@ def test_long_lists_of_strings_round_trip_exactly_and_cheaply() -> None:
     np.testing.assert_array_equal(checkpoint.from_bytes(checkpoint.to_bytes({"keys": keys}))["keys"], keys)
 
 
-@pytest.mark.skipif(not checkpoint.can_fork(), reason="needs os.fork and no CUDA context")
+@pytest.mark.skipif(not checkpoint.can_fork(), reason="forked checkpoints: Linux without a CUDA context")
 def test_a_forked_write_does_not_keep_the_workers_checkpoint_lock(tmp_path) -> None:
     """A worker killed while its checkpoint child still writes: the restarted worker takes back the same file."""
     import time

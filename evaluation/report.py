@@ -53,6 +53,7 @@ __all__ = [
     "period_metrics",
     "resolve_period",
     "warmup_summary",
+    "thinned",
     "write_report",
 ]
 
@@ -64,6 +65,7 @@ WEEK = 7 * DAY
 PERIODS = {"day": DAY, "week": WEEK}
 AUTO_WEEK_AFTER_DAYS = 21.0  # period=None: weeks when the evaluated span is longer than this, else days
 MAX_ALERT_ROWS = 200
+MAX_TIMELINE_POINTS = 4000  # per series; more are thinned (see `thinned`)
 
 DEFINITIONS: dict[str, str] = {
     "precision": "Share of alerts that were real frauds/anomalies: TP / (TP + FP).",
@@ -170,7 +172,7 @@ def contenders(part: pd.DataFrame) -> list[Contender]:
     """What users were served (columns score/alert/threshold: the champion of each event) and every other
     contender with a score (`score__<name>`). After a promotion the served series is named after both
     champions ("served: a -> b") and each contender keeps its own whole series."""
-    served = list(dict.fromkeys(part["detector"].astype(str))) if "detector" in part and len(part) else ["champion"]
+    served = list(pd.unique(part["detector"].astype(str))) if "detector" in part and len(part) else ["champion"]
     names = [c.removeprefix("score__") for c in part.columns if c.startswith("score__") and part[c].notna().any()]
     if len(served) == 1:
         out = [Contender(served[0], "score", "alert", "threshold", True)]
@@ -438,19 +440,48 @@ def _times(values: Any) -> Any:
     return pd.to_datetime(np.asarray(values, dtype=float), unit="s")
 
 
+def thinned(ts: np.ndarray, values: np.ndarray, max_points: int = MAX_TIMELINE_POINTS) -> np.ndarray:
+    """Row indices to draw, in row order: all of them when there are at most `max_points`; else, per time bin
+    (max_points // 2 bins), the rows with the lowest and the highest value, so every spike stays visible.
+
+    >>> thinned(np.arange(10.0), np.arange(10.0), max_points=20).tolist() == list(range(10))
+    True
+    >>> thinned(np.arange(8.0), np.array([0, 9, 1, 2, 3, 8, 4, 5.0]), max_points=4).tolist()
+    [0, 1, 4, 5]
+    """
+    n = len(ts)
+    if n <= max_points:
+        return np.arange(n)
+    bins = max(1, max_points // 2)
+    lo, hi = float(np.min(ts)), float(np.max(ts))
+    b = np.minimum(((ts - lo) / ((hi - lo) or 1.0) * bins).astype(np.int64), bins - 1)
+    order = np.lexsort((values, b))  # by bin, then value
+    sb = b[order]
+    edge = sb[1:] != sb[:-1]
+    first, last = np.r_[True, edge], np.r_[edge, True]
+    return np.unique(np.concatenate([order[first], order[last]]))
+
+
 def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path:
     plt = _plt()
     scores = part[c.score_col].to_numpy(dtype=float)
     scored = part[np.isfinite(scores)]
     warm = scored["warming_up"].to_numpy(dtype=bool)
+    ts = scored["ts"].to_numpy(dtype=float)
+    s = scored[c.score_col].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    ax.scatter(_times(scored["ts"][~warm]), scored[c.score_col][~warm], s=2, color="tab:blue", alpha=0.5,
-               label="score")
-    if warm.any():
-        ax.scatter(_times(scored["ts"][warm]), scored[c.score_col][warm], s=2, color="tab:grey", alpha=0.5,
-                   label="score (warm-up)")
+    thin = False
+    for mask, color, label in ((~warm, "tab:blue", "score"), (warm, "tab:grey", "score (warm-up)")):
+        if not mask.any():
+            continue
+        rows = np.flatnonzero(mask)
+        keep = rows[thinned(ts[rows], s[rows])]
+        thin |= len(keep) < len(rows)
+        ax.scatter(_times(ts[keep]), s[keep], s=2, color=color, alpha=0.5, label=label)
     if c.threshold_col is not None and c.threshold_col in scored:
-        ax.plot(_times(scored["ts"]), scored[c.threshold_col], color="tab:orange", lw=1, label="threshold")
+        th = scored[c.threshold_col].to_numpy(dtype=float)
+        keep = thinned(ts, th)
+        ax.plot(_times(ts[keep]), th[keep], color="tab:orange", lw=1, label="threshold")
     if c.alert_col in scored:
         flagged = scored[scored[c.alert_col].fillna(False).astype(bool)]
         ax.scatter(_times(flagged["ts"]), flagged[c.score_col], marker="x", color="tab:red", s=18, label="alert")
@@ -460,32 +491,32 @@ def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path
                    label="labelled positive")
     ax.set_yscale("symlog")
     role = "champion" if c.champion else "challenger"
-    ax.set_title(f"{domain} / {c.name} ({role}): score over event time")
+    note = "; per time bin, the lowest and highest score drawn" if thin else ""
+    ax.set_title(f"{domain} / {c.name} ({role}): score over event time{note}")
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
 
 
 def _pr_roc(evaluated: pd.DataFrame, domain: str, found: Sequence[Contender], path: Path) -> Path | None:
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    drawn = False
+    curves = []
     for c in found:
         s = evaluated[c.score_col].to_numpy(dtype=float)
         y = evaluated["label"].to_numpy(dtype=float)
         ok = np.isfinite(s) & ~np.isnan(y)
         y_i, s_i = y[ok].astype(int), s[ok]
-        if not 0 < y_i.sum() < len(y_i):
-            continue
-        drawn = True
+        if 0 < y_i.sum() < len(y_i):
+            curves.append((c, y_i, s_i))
+    if not curves:  # unlabelled: no curves, and no sklearn import
+        return None
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for c, y_i, s_i in curves:
         precision, recall, _ = precision_recall_curve(y_i, s_i)
         axes[0].plot(recall, precision, label=f"{c.name} (AP {M.average_precision(y_i, s_i):.3f})")
         fpr, tpr, _ = roc_curve(y_i, s_i)
         axes[1].plot(fpr, tpr, label=f"{c.name} (AUC {M.roc_auc(y_i, s_i):.3f})")
-    if not drawn:
-        plt.close(fig)
-        return None
     axes[0].set(xlabel="recall", ylabel="precision", title=f"{domain}: precision-recall (after warm-up)")
     axes[1].plot([0, 1], [0, 1], ls="--", color="grey")
     axes[1].set(xlabel="false positive rate", ylabel="true positive rate", title=f"{domain}: ROC (after warm-up)")
@@ -503,8 +534,9 @@ def _top_entities(part: pd.DataFrame, domain: str, c: Contender, path: Path, top
         return None
     plt = _plt()
     fig, axes = plt.subplots(len(entities), 1, figsize=(11, 2.2 * len(entities)), squeeze=False)
+    by_entity = dict(tuple(part[part["entity"].isin(entities)].groupby("entity", sort=False)))
     for ax, entity in zip(axes[:, 0], entities, strict=True):
-        rows = part[part["entity"] == entity]
+        rows = by_entity[entity]
         rt = _times(rows["ts"])
         ax.plot(rt, rows[c.score_col], lw=1, marker=".", ms=3)
         if c.threshold_col is not None and c.threshold_col in rows:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.report import all_metrics, evaluation_frame, period_metrics, warmup_summary, write_report
+from evaluation.report import all_metrics, evaluation_frame, period_metrics, thinned, warmup_summary, write_report
 from evaluation.score_log import ScoreLog
 
 DAY = 86_400.0
@@ -236,3 +236,17 @@ def test_score_log_records_warming_up() -> None:
     assert {"domain", "event_id", "entity", "ts", "score", "threshold", "alert", "suppressed", "partition",
             "offset", "score__ae"} <= set(frame.columns)
     assert "warming_up" in ScoreLog().frame().columns
+
+
+def test_a_long_timeline_is_thinned_but_keeps_every_spike() -> None:
+    rng = np.random.default_rng(0)
+    n = 300_000
+    ts = np.sort(rng.uniform(0, 30 * DAY, n))
+    score = rng.normal(0.1, 0.01, n)
+    spikes = np.arange(25) * (n // 25) + 7  # one per day or so: never two in one time bin
+    score[spikes] = 5.0 + np.arange(25)
+    keep = thinned(ts, score, max_points=4000)
+    assert len(keep) <= 4000 and np.all(np.diff(keep) > 0), "at most 4,000 rows, in row order"
+    assert set(spikes.tolist()) <= set(keep.tolist()), "no spike is thinned away"
+    assert score[keep].min() == score.min(), "the lowest score stays too"
+    assert thinned(ts[:100], score[:100], max_points=4000).tolist() == list(range(100)), "short series: all"

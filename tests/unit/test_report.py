@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.report import all_metrics, evaluation_frame, period_metrics, thinned, warmup_summary, write_report
+from evaluation.report import (
+    all_metrics,
+    evaluation_frame,
+    period_metrics,
+    thinned,
+    warmup_summary,
+    write_report,
+)
 from evaluation.score_log import ScoreLog
 
 DAY = 86_400.0

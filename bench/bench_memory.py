@@ -5,7 +5,9 @@
 
 Each child imports the pipeline, builds an empty feature store configured as the worker builds it
 (`TransactionFeatures` with the transactions label delay; `SensorWindows` with the sensors window),
-reads its RSS, feeds it entities in chunks of 50k, collects garbage and reads the RSS again:
+reads its RSS, feeds it entities in batches of the worker's size (`runner.max_records`, 500 events: a batch's
+working arrays, such as the last batch's sequences, are as large as in the worker), collects garbage and reads
+the RSS again:
 - transactions: N entities = N/2 cards + N/2 terminals, one transaction per card (card i pays at a
   distinct terminal), fed through `update_arrays` (the column form of `update_many`, so no event
   objects linger). The state includes the event-id index kept for delayed labels (one entry per
@@ -38,7 +40,6 @@ from bench.common import ROOT, Report, rss_bytes, verdict
 BYTES_TARGET = 512
 SEQUENCE_TARGET = 1024  # bytes of sequence state per card
 RSS_TARGET_1M = 1 << 30
-CHUNK = 50_000
 CASES = ("transactions", "transactions-sequences", "sensors")
 
 
@@ -67,6 +68,7 @@ def child(case: str, n: int) -> dict[str, Any]:
     from pipeline.settings import Settings
 
     s = Settings()
+    chunk = s.runner.max_records
     t0 = time.perf_counter()
     if case.startswith("transactions"):
         from stream_models.engine.featurizers import TransactionFeaturizer
@@ -79,8 +81,8 @@ def child(case: str, n: int) -> dict[str, Any]:
         rng = np.random.default_rng(0)
         terminal_of = rng.permutation(cards)
         start_ts = 1_704_067_200.0
-        for lo in range(0, cards, CHUNK):
-            idx = np.arange(lo, min(cards, lo + CHUNK))
+        for lo in range(0, cards, chunk):
+            idx = np.arange(lo, min(cards, lo + chunk))
             store.update_arrays([f"tx{i:09d}" for i in idx], start_ts + idx * 0.5,
                                 [f"card{i:09d}" for i in idx], [f"term{t:09d}" for t in terminal_of[idx]],
                                 rng.gamma(2.0, 30.0, len(idx)))
@@ -94,8 +96,8 @@ def child(case: str, n: int) -> dict[str, Any]:
         gc.collect()
         before = rss_bytes()
         rng = np.random.default_rng(0)
-        for lo in range(0, n, CHUNK):
-            hi = min(n, lo + CHUNK)
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
             vals = rng.normal(size=(hi - lo, 8)).tolist()
             events = [SensorReading(f"sr{i}", 1_704_067_200.0 + i, f"dev{i:09d}", dict(zip(channels, v, strict=True)))
                       for i, v in zip(range(lo, hi), vals, strict=True)]

@@ -167,8 +167,9 @@ class TransactionFeatures:
         for a in c.attributes:
             self._attribute_columns.append((a, first))
             first += len(a.feature_names())
-        self._seq = np.zeros((0, c.sequence_length, n_feat), np.float32)  # (S, T, F) per card slot
-        self._seq_count = np.zeros(0, np.int64)
+        # per card slot: its previous T-1 feature rows (the newest last) and how many are real (not padding)
+        self._seq = np.zeros((0, max(c.sequence_length - 1, 0), n_feat), np.float32)
+        self._seq_count = np.zeros(0, np.min_scalar_type(c.sequence_length))
         # event id -> seq; per-seq (card slot, card index, terminal slot, terminal index, ts)
         self._event_seq: dict[str, int] = {}
         self._event_batches: deque[tuple[float, list[str]]] = deque()
@@ -381,8 +382,8 @@ class TransactionFeatures:
         T = self.config.sequence_length
         if T and self._seq.shape[0] < n:
             pad = n - self._seq.shape[0]
-            self._seq = np.concatenate([self._seq, np.zeros((pad, T, self._seq.shape[2]), np.float32)])
-            self._seq_count = np.concatenate([self._seq_count, np.zeros(pad, np.int64)])
+            self._seq = np.concatenate([self._seq, np.zeros((pad, *self._seq.shape[1:]), np.float32)])
+            self._seq_count = np.concatenate([self._seq_count, np.zeros(pad, self._seq_count.dtype)])
         if T and self._cards.evictions:  # cleared card slots start a fresh sequence
             fresh = self._cards.head[: len(self._seq_count)] == 0
             self._seq_count[fresh] = 0
@@ -393,12 +394,12 @@ class TransactionFeatures:
         out = np.empty((len(card_slot), T, X.shape[1]), np.float32)
         for idx in _waves(card_slot):
             s = card_slot[idx]
-            window = np.concatenate([self._seq[s][:, 1:], X[idx][:, None, :]], axis=1)  # (n, T, F)
-            count = np.minimum(self._seq_count[s] + 1, T)
+            window = np.concatenate([self._seq[s], X[idx][:, None, :]], axis=1)  # (n, T, F)
+            count = np.minimum(self._seq_count[s].astype(np.int64) + 1, T)
             first = T - count  # positions before `first` are padding
             pos = np.maximum(np.arange(T)[None, :], first[:, None])
             window = np.take_along_axis(window, pos[:, :, None], axis=1)
-            self._seq[s] = window
+            self._seq[s] = window[:, 1:]
             self._seq_count[s] = count
             out[idx] = window
         return out
@@ -513,8 +514,9 @@ class TransactionFeatures:
         self._fit_seq_store()
         if self.config.sequence_length and slot_map:
             new = np.asarray(list(slot_map.values()), np.int64)
-            self._seq[new] = state["seq"].numpy()
-            self._seq_count[new] = state["seq_count"].numpy()
+            rows = state["seq"].numpy()  # checkpoints before 2026-12-07 hold T rows: their oldest is dropped
+            self._seq[new] = rows[:, rows.shape[1] - self._seq.shape[1]:]
+            self._seq_count[new] = np.minimum(state["seq_count"].numpy(), self.config.sequence_length)
         if not merge_cards and "events" in state:
             self._load_events(state)
 

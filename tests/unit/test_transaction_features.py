@@ -285,3 +285,22 @@ def test_a_late_event_of_a_card_gets_finite_features_with_zero_seconds_since_the
     _, X = f.update_many([tx(1, t0)])  # arrives after an event an hour younger than itself
     assert np.isfinite(X).all()
     assert col(f, X, "CARD_LOG_SECONDS_SINCE_LAST")[0] == 0.0
+
+
+def test_a_checkpoint_holding_t_sequence_rows_per_card_restores_the_same_sequences():
+    """Checkpoints written before the store kept T-1 rows per card (the current event completes the window)."""
+    rng = np.random.default_rng(5)
+    events = _stream(rng, 150, 6, 3)
+    cfg = TransactionFeaturesConfig(label_delay_days=1, sequence_length=4)
+    full, first = TransactionFeatures(cfg), TransactionFeatures(cfg)
+    full.update_many(events[:100])
+    first.update_many(events[:100])
+    state = first.snapshot()
+    rows = state["seq"]
+    assert rows.shape[1] == 3, "T-1 rows per card are stored"
+    state["seq"] = torch.cat([rows[:, :1], rows], dim=1)  # the old layout: T rows, the oldest first
+    restored = TransactionFeatures()
+    restored.restore(state)
+    full.update_many(events[100:])
+    restored.update_many(events[100:])
+    np.testing.assert_array_equal(restored.last_sequences, full.last_sequences)

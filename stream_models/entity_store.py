@@ -255,5 +255,6 @@ class EntityHistory:
         rows = np.broadcast_to(slots[:, None], k.shape)[valid]
         new_pos = (k % self.capacity)[valid]
         for name in self.fields:
-            self.data[name][rows, new_pos] = state["data"][name].numpy()[valid]
+            if name in state["data"]:  # a field newer than the state keeps its fill value
+                self.data[name][rows, new_pos] = state["data"][name].numpy()[valid]
         return dict(enumerate(slots.tolist()))

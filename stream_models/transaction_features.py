@@ -111,6 +111,9 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
     return rank
 
 
+OUTLIER_Z = 4.0  # an amount this many standard deviations above its card's mean stays out of the card's statistics
+
+
 def _waves(slots: np.ndarray) -> list[np.ndarray]:
     rank = _ranks(slots)
     return [np.nonzero(rank == w)[0] for w in range(int(rank.max()) + 1)] if len(slots) else []
@@ -155,7 +158,7 @@ class TransactionFeatures:
                         "label_ts": (np.dtype(np.float64), np.inf)}
         self._cards = EntityHistory(
             {"ts": (np.dtype(np.float64), -np.inf), "amount": (np.dtype(np.float64), 0.0),
-             "terminal": (np.dtype(np.int64), 0), **label_fields,
+             "terminal": (np.dtype(np.int64), 0), "outlier": (np.dtype(np.int8), 0), **label_fields,
              **{a.column: (np.dtype(np.float64), np.nan) for a in self._tracked}},
             c.max_cards, c.initial_capacity)
         self._terms = EntityHistory({"ts": (np.dtype(np.float64), -np.inf), **label_fields},
@@ -248,10 +251,10 @@ class TransactionFeatures:
         for idx in _waves(card_slot):
             s = card_slot[idx]
             H = self._cards.gather(s)
-            self._card_features(X, idx, H, ts[idx], amount[idx], term_hash[idx])
+            outlier = self._card_features(X, idx, H, ts[idx], amount[idx], term_hash[idx])
             self._card_attribute_features(X, idx, H, ts[idx], amount[idx], coded)
             card_k[idx] = self._cards.append(
-                s, {"ts": ts[idx], "amount": amount[idx], "terminal": term_hash[idx], "seq": seq[idx],
+                s, {"ts": ts[idx], "amount": amount[idx], "terminal": term_hash[idx], "outlier": outlier, "seq": seq[idx],
                     "fraud": 0, "label_ts": np.inf, **{k: v[idx] for k, v in coded.items()}},
                 keep_after=t_min - self._card_horizon)
         term_k = np.zeros(B, np.int64)
@@ -268,7 +271,9 @@ class TransactionFeatures:
         return X32
 
     def _card_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
-                       t: np.ndarray, a: np.ndarray, term: np.ndarray) -> None:
+                       t: np.ndarray, a: np.ndarray, term: np.ndarray) -> np.ndarray:
+        """Write the card columns of rows `idx`; returns whether each amount is an outlier for its card (kept out
+        of the card's later amount statistics while outliers are the minority of its window)."""
         c = self.config
         hts, hamt = H["ts"], H["amount"]  # (n, C) earlier events of each card
         tc = t[:, None]
@@ -278,7 +283,10 @@ class TransactionFeatures:
             X[idx, 3 + 2 * j] = cnt
             X[idx, 4 + 2 * j] = (np.where(m, hamt, 0.0).sum(1) + a) / cnt
         e = 3 + 4 * len(c.windows_days)
-        m = hts > tc - c.profile_days * DAY
+        window = hts > tc - c.profile_days * DAY
+        odd = window & (H["outlier"] == 1)
+        m = window & ~odd
+        m = np.where((odd.sum(1) >= m.sum(1))[:, None], window, m)  # a new normal: the "outliers" count again
         n = m.sum(1)
         mean = np.where(m, hamt, 0.0).sum(1) / np.maximum(n, 1)
         var = np.where(m, (hamt - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
@@ -297,9 +305,10 @@ class TransactionFeatures:
         # a late event (earlier than the card's last one) counts as 0 s since, not as a negative time
         since = np.clip(np.where(np.isfinite(last), t - last, np.inf), 0.0, c.time_cap_days * DAY)
         X[idx, e + 4] = np.log1p(since)
-        X[idx, e + 5] = (m & (H["terminal"] == term[:, None])).sum(1)
+        X[idx, e + 5] = (window & (H["terminal"] == term[:, None])).sum(1)
         recent = hts > tc - c.card_fraud_days * DAY
         X[idx, e + 6] = (recent & (H["fraud"] == 1) & (H["label_ts"] <= tc)).sum(1)
+        return ((n >= 3) & ((a - mean) / np.maximum(std, floor) >= OUTLIER_Z)).astype(np.int8)
 
     def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
         """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's

@@ -304,3 +304,39 @@ def test_a_checkpoint_holding_t_sequence_rows_per_card_restores_the_same_sequenc
     full.update_many(events[100:])
     restored.update_many(events[100:])
     np.testing.assert_array_equal(restored.last_sequences, full.last_sequences)
+
+
+def _card_history(amounts: list[float], t0: float = 1_700_000_000.0) -> list[SimpleNamespace]:
+    return [tx(i, t0 + i * 3600.0, amount=a) for i, a in enumerate(amounts)]
+
+
+def test_an_outlying_amount_stays_out_of_its_cards_statistics():
+    """A takeover's first large amount must not make the next ones look usual."""
+    usual = [27.0, 31.0, 25.0, 29.0, 26.0, 30.0]
+    f = TransactionFeatures()
+    X = f.update_many(_card_history([*usual, 300.0, 280.0]))[1]
+    mean, z = col(f, X, "CARD_AMOUNT_MEAN_PREV"), col(f, X, "CARD_AMOUNT_ZSCORE")
+    assert mean[7] == pytest.approx(np.mean(usual)), "the 300.00 before it is left out"
+    assert z[7] > 50, "the second large amount stands out as much as the first"
+    assert col(f, X, "CARD_AMOUNT_MEDIAN_RATIO")[7] > 9
+
+
+def test_a_new_normal_counts_again_once_it_is_the_majority():
+    f = TransactionFeatures()
+    usual, higher = [27.0, 31.0, 25.0, 29.0], [300.0, 310.0, 290.0, 305.0, 295.0, 300.0]
+    X = f.update_many(_card_history([*usual, *higher, 302.0]))[1]
+    z = col(f, X, "CARD_AMOUNT_ZSCORE")
+    assert (z[4:8] > 50).all(), "the first higher amounts stand out"
+    assert (z[-3:] < 4).all(), "once they outnumber the usual ones, amounts of ~300 are the card's normal"
+    assert col(f, X, "CARD_TERMINAL_VISITS")[-1] == len(usual) + len(higher), "visits count every transaction"
+
+
+def test_a_checkpoint_without_outlier_marks_restores():
+    f = TransactionFeatures()
+    f.update_many(_card_history([27.0, 31.0, 25.0, 29.0]))
+    state = f.snapshot()
+    del state["cards"]["data"]["outlier"]  # written before amounts were marked
+    g = TransactionFeatures()
+    g.restore(state)
+    nxt = _card_history([30.0], t0=1_700_000_000.0 + 10 * 3600.0)
+    np.testing.assert_array_equal(g.update_many(nxt)[1], f.update_many(nxt)[1])

@@ -465,10 +465,10 @@ def thinned(ts: np.ndarray, values: np.ndarray, max_points: int = MAX_TIMELINE_P
 def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path:
     plt = _plt()
     scores = part[c.score_col].to_numpy(dtype=float)
-    scored = part[np.isfinite(scores)]
+    finite = np.isfinite(scores)
+    scored, s = part[finite], scores[finite]
     warm = scored["warming_up"].to_numpy(dtype=bool)
     ts = scored["ts"].to_numpy(dtype=float)
-    s = scored[c.score_col].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(11, 3.5))
     thin = False
     for mask, color, label in ((~warm, "tab:blue", "score"), (warm, "tab:grey", "score (warm-up)")):

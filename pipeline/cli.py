@@ -327,14 +327,11 @@ def backtest(
     if result.metrics:
         console.print(table)
     console.print(f"report: {result.report}")
-    code = 0
-    if result.problem:
-        fail(f"backtest {result.problem}")
-        code = 1
+    failure = fail(f"backtest {result.problem}", code=1) if result.problem else None
     if _options["console_script"]:  # the report is written: the ~1.7 s teardown of a replay's objects is waste
-        exit_skipping_teardown(code)
-    if code:
-        raise typer.Exit(code)
+        exit_skipping_teardown(failure.exit_code if failure else 0)
+    if failure:
+        raise failure
 
 
 def _period(text: str | None) -> str | None:

@@ -37,6 +37,7 @@ import torch
 from stream_models.entity_store import EntityHistory, partition_of
 
 DAY = 86_400.0
+OUTLIER_Z = 4.0  # an amount this many standard deviations above its card's mean stays out of its statistics
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,6 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
     rank[order] = np.arange(len(s)) - group_start
     return rank
 
-
-OUTLIER_Z = 4.0  # an amount this many standard deviations above its card's mean stays out of the card's statistics
 
 
 def _waves(slots: np.ndarray) -> list[np.ndarray]:
@@ -285,8 +284,9 @@ class TransactionFeatures:
         e = 3 + 4 * len(c.windows_days)
         window = hts > tc - c.profile_days * DAY
         odd = window & (H["outlier"] == 1)
-        m = window & ~odd
-        m = np.where((odd.sum(1) >= m.sum(1))[:, None], window, m)  # a new normal: the "outliers" count again
+        usual = window & ~odd
+        new_normal = odd.sum(1) >= usual.sum(1)  # the "outliers" are the card's spending now: they count again
+        m = np.where(new_normal[:, None], window, usual)
         n = m.sum(1)
         mean = np.where(m, hamt, 0.0).sum(1) / np.maximum(n, 1)
         var = np.where(m, (hamt - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
@@ -308,7 +308,7 @@ class TransactionFeatures:
         X[idx, e + 5] = (window & (H["terminal"] == term[:, None])).sum(1)
         recent = hts > tc - c.card_fraud_days * DAY
         X[idx, e + 6] = (recent & (H["fraud"] == 1) & (H["label_ts"] <= tc)).sum(1)
-        return ((n >= 3) & ((a - mean) / np.maximum(std, floor) >= OUTLIER_Z)).astype(np.int8)
+        return ((n >= 3) & (X[idx, e + 2] >= OUTLIER_Z)).astype(np.int8)  # z: CARD_AMOUNT_ZSCORE
 
     def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
         """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's

@@ -59,13 +59,17 @@ def command(run: str, seed: int, report: Path) -> list[str]:
             "--no-progress"]
 
 
-def param_env(params: list[str]) -> dict[str, str]:
-    """`--param lstm_classifier.lstm_hidden=32` -> the settings variable a user would set for it."""
+def param_env(params: list[str], settings: list[str] = ()) -> dict[str, str]:
+    """`--param lstm_classifier.lstm_hidden=32` or `--setting steps_per_update=16` -> the settings variable a user
+    would set for it."""
     env = {}
     for item in params:
         key, _, value = item.partition("=")
         detector, _, field = key.partition(".")
         env[f"STREAMWARDEN_TRANSACTIONS__PARAMS__{detector.upper()}__{field.upper()}"] = value
+    for item in settings:
+        field, _, value = item.partition("=")
+        env[f"STREAMWARDEN_TRANSACTIONS__{field.upper()}"] = value
     return env
 
 
@@ -125,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench/results/fraud_quality"))
     ap.add_argument("--param", action="append", default=[], metavar="DETECTOR.FIELD=VALUE",
                     help="a detector setting for a selection run (recorded with the run; read its validation weeks)")
+    ap.add_argument("--setting", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a transactions model setting for a selection run, e.g. steps_per_update=16")
     ap.add_argument("--same-volume-only", action="store_true",
                     help="only compare the existing nolabel and hst reports at the same alert volume")
     args = ap.parse_args(argv)
-    env = param_env(args.param)
-    tag = f"[{','.join(args.param)}]" if args.param else ""
+    env = param_env(args.param, args.setting)
+    tag = f"[{','.join([*args.param, *args.setting])}]" if env else ""
     out = Path(args.out)
     results_file, results = quality_results.load(out)
     truth = pd.read_csv(RAW, usecols=["TRANSACTION_ID", "TX_FRAUD"]).set_index("TRANSACTION_ID").TX_FRAUD

@@ -337,14 +337,12 @@ class StreamEngine:
             self._pending.scores.append(np.stack([scored[n].scores for n in board.names], axis=1))
             self._pending.flags.append(np.stack([scored[n].flags for n in board.names], axis=1))
             self._pending.learnable.append(gate[local])
-        hit = np.flatnonzero(alarms)
-        if len(hit) and self.config.top_features:
-            block = blocks[champion.consumes]
-            explained = self._per_block(lambda i: champion.detector.explain_many(
-                champion.view(block[i : i + SCORE_ROWS]), self.config.top_features), offset + hit)
-            for j in hit.tolist():
-                start = (offset + j) // SCORE_ROWS * SCORE_ROWS
-                out.explanations[part.start + j] = explained[start][offset + j - start]
+        if self.config.top_features:
+            # only the alerting rows, each on its own: the same arithmetic whatever the batch it arrived in
+            values = inputs[champion.consumes]
+            for j in np.flatnonzero(alarms).tolist():
+                out.explanations[part.start + j] = champion.detector.explain_many(
+                    champion.view(values[j : j + 1]), self.config.top_features)[0]
 
     def _episode_watch(self, keys: list[str], alarms: np.ndarray, ids: list[str], ts: np.ndarray, part: slice,
                        out: DomainBatch) -> np.ndarray:

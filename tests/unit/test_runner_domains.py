@@ -55,6 +55,24 @@ def run_in_batches(domain: str, events: list[Any], size: int, settings: Settings
     return np.concatenate(scores), np.concatenate(flags)
 
 
+def explained_in_batches(domain: str, events: list[Any], size: int, settings: Settings) -> dict[int, Any]:
+    """The explanation of every alert, by its place in the stream."""
+    processor, explained = build_processor(settings, domain), {}
+    for start in range(0, len(events), size):
+        batch = processor.process(events[start : start + size])
+        explained.update({start + i: e for i, e in batch.explanations.items()})
+    return explained
+
+
+@pytest.mark.parametrize(("domain", "make"), [("transactions", transactions), ("sensors", sensor_readings)])
+def test_alert_explanations_do_not_depend_on_how_the_stream_is_cut_into_batches(domain: str, make: Any) -> None:
+    events, settings = make(240), small_settings()
+    one_by_seven, whole = explained_in_batches(domain, events, 7, settings), explained_in_batches(
+        domain, events, 240, settings)
+    assert whole, "the injected anomalies should raise explained alerts"
+    assert one_by_seven == whole
+
+
 @pytest.mark.parametrize(("domain", "make"), [("transactions", transactions), ("sensors", sensor_readings)])
 def test_scores_and_alerts_do_not_depend_on_how_the_stream_is_cut_into_batches(domain: str, make: Any) -> None:
     events, settings = make(240), small_settings()

@@ -32,7 +32,8 @@ class DomainBatch:
     champion_alerts: np.ndarray | None = None  # (B,) bool, rows whose alert is the champion's (not only a rule's)
     warming_up: np.ndarray | None = None  # (B,) bool, scored before the champion's threshold was armed
     champions: list[str] = field(default_factory=list)  # (B,) the champion each event was scored under
-    explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)  # row -> top features
+    # row -> top features, for the rows that raise an alert (with alarm episodes: each episode's first row)
+    explanations: dict[int, list[tuple[str, float]]] = field(default_factory=dict)
     reasons: dict[int, str] = field(default_factory=dict)  # row -> why the rule (the card profile) alerted
     # sensors: (row, "open" | "close" | "regime change", episode) as devices' alarm episodes open and close
     episodes: list[tuple[int, str, Episode]] = field(default_factory=list)

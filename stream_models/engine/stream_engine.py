@@ -338,9 +338,12 @@ class StreamEngine:
             self._pending.flags.append(np.stack([scored[n].flags for n in board.names], axis=1))
             self._pending.learnable.append(gate[local])
         if self.config.top_features:
-            # only the alerting rows, each on its own: the same arithmetic whatever the batch it arrived in
+            # the rows that raise an alert (an alarm episode's first row), each on its own: the same arithmetic
+            # whatever the batch it arrived in
             values = inputs[champion.consumes]
-            for j in np.flatnonzero(alarms).tolist():
+            alerting = [i - part.start for i, kind, _ in out.episodes if kind == "open" and i >= part.start] \
+                if self.alarm_filter is not None else np.flatnonzero(alarms).tolist()
+            for j in alerting:
                 out.explanations[part.start + j] = champion.detector.explain_many(
                     champion.view(values[j : j + 1]), self.config.top_features)[0]
 

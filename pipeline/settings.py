@@ -261,6 +261,8 @@ class ModelSettings(_Section):
     learn_in_background: bool = Field(True, description="torch detectors learn on a copy in a second thread; its "
                                       "weights score from the chunk after next (off with model_sync.enabled)")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
+    label_free_steps_per_update: int | None = Field(None, ge=0, description="the same for detectors that do not "
+                                                    "learn from labels; none = steps_per_update")
     batch_size: int = Field(512, ge=1, description="rows per replay minibatch")
     replay_capacity: int = Field(20_000, ge=1)
     drift_delta: float = Field(0.002, ge=0, lt=1, description="ADWIN confidence on the scores; 0 = no drift monitor")
@@ -335,6 +337,8 @@ class TransactionModelSettings(ModelSettings):
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
+    label_free_steps_per_update: int | None = Field(4, ge=0, description="the same for the autoencoder (no labels): "
+                                                    "it raises no alert here, and more steps did not score better")
     replay_capacity: int = Field(140_000, ge=1)
     attributes: tuple[AttributeSettings, ...] = Field((), description="event attributes the models use (see "
                                                       "AttributeSettings); none by default")

@@ -39,6 +39,7 @@ class EngineConfig:
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
     learn_in_background: bool = True  # torch detectors learn on a copy in a learning thread (stream_models.learner)
     steps_per_update: int = 2
+    label_free_steps_per_update: int | None = None  # the same for detectors that do not learn from labels (None: as above)
     batch_size: int = 512
     replay_capacity: int = 20_000
     drift_delta: float = 0.002  # ADWIN confidence on the scores; 0 = no drift monitor

@@ -82,9 +82,12 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
     from stream_models.thresholds import QuantileThreshold
 
     detector = make_detector(config, name, feature_names)
+    supervised = catalog.learns_from_labels(name)
+    steps = config.steps_per_update if supervised or config.label_free_steps_per_update is None \
+        else config.label_free_steps_per_update
     learner = OnlineLearner(detector, OnlineLearnerConfig(
-        supervised=catalog.learns_from_labels(name), label_delay_s=config.label_delay_s,
-        update_every_events=config.learn_every, update_every_ms=None, steps_per_update=config.steps_per_update,
+        supervised=supervised, label_delay_s=config.label_delay_s,
+        update_every_events=config.learn_every, update_every_ms=None, steps_per_update=steps,
         batch_size=config.batch_size, replay_capacity=config.replay_capacity, seed=config.seed,
         background=config.learn_in_background))
     drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,

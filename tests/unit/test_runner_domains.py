@@ -149,3 +149,21 @@ def test_catalog_detectors_serve_as_transaction_challengers() -> None:
         assert np.isfinite(batch.contender_scores[name]).all()
     assert processor.board.contenders["fraud_detector"].learner.config.supervised
     assert not processor.board.contenders["halfspace_trees"].learner.config.supervised
+
+
+def test_label_free_models_can_learn_less_than_the_supervised_ones() -> None:
+    """`label_free_steps_per_update` sets the replay steps of the detectors that do not learn from labels (the
+    transactions autoencoder); the supervised challenger keeps `steps_per_update`."""
+    def steps(**learning: Any) -> dict[str, int]:
+        settings = small_settings(transactions={"challengers": ["mlp_classifier"], "steps_per_update": 4,
+                                                "label_delay_s": 0.0, **learning})
+        processor = build_processor(settings, "transactions")
+        processor.process(transactions(400))
+        processor.apply_labels([Event(event_id=f"t{i}", ts=T0 + 600.0 * i + 1.0, label=int(i % 37 == 36))
+                                for i in range(400)])
+        processor.process(transactions(400, seed=1))
+        return {name: det.n_steps for name, det in processor.detectors().items()}
+
+    same, fewer = steps(label_free_steps_per_update=None), steps(label_free_steps_per_update=1)
+    assert same["mlp_classifier"] == fewer["mlp_classifier"] > 0
+    assert same["dense_autoencoder"] == 4 * fewer["dense_autoencoder"] > 0

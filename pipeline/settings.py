@@ -337,8 +337,9 @@ class TransactionModelSettings(ModelSettings):
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(32, ge=0, description="replay minibatches per learning chunk")
-    label_free_steps_per_update: int | None = Field(4, ge=0, description="the same for the autoencoder (no labels): "
-                                                    "it raises no alert here, and more steps did not score better")
+    label_free_steps_per_update: int | None = Field(4, ge=0, description="the same for detectors that do not learn "
+                                                    "from labels (the autoencoder, which raises no alert here, and "
+                                                    "label-free challengers such as halfspace_trees)")
     replay_capacity: int = Field(140_000, ge=1)
     attributes: tuple[AttributeSettings, ...] = Field((), description="event attributes the models use (see "
                                                       "AttributeSettings); none by default")

@@ -112,7 +112,6 @@ def _ranks(slots: np.ndarray) -> np.ndarray:
     return rank
 
 
-
 def _waves(slots: np.ndarray) -> list[np.ndarray]:
     rank = _ranks(slots)
     return [np.nonzero(rank == w)[0] for w in range(int(rank.max()) + 1)] if len(slots) else []

@@ -253,7 +253,7 @@ def run_backtest(
     report_dir: Path | None = None,
     compare: Sequence[str] = (),
     progress: bool = False,
-    max_records: int = 1000,
+    max_records: int = 2000,
     seed: int | None = None,
     period: str | None = None,
     evaluate_from: float | None = None,

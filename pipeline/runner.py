@@ -99,7 +99,7 @@ class Sink(Protocol):
 
 @dataclass(frozen=True)
 class RunnerConfig:
-    max_records: int = 500
+    max_records: int = 2000
     poll_timeout_ms: int = 500
     commit_interval_s: float = 1.0
     checkpoint_interval_s: float = 60.0  # 0 = only at shutdown

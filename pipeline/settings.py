@@ -399,7 +399,8 @@ class SensorModelSettings(ModelSettings):
 
 class RunnerSettings(_Section):
     domain: DomainChoice = "transactions"
-    max_records: int = Field(500, ge=1)
+    max_records: int = Field(2000, ge=1, description="most records one poll returns: larger polls leave fewer "
+                             "partly filled scoring blocks to score again")
     poll_timeout_ms: int = Field(500, ge=0)
     commit_interval_s: float = Field(1.0, ge=0)
     checkpoint_interval_s: float = Field(60.0, ge=0)

@@ -19,6 +19,7 @@ windows that one-by-one processing gives, also when one device appears several t
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -102,6 +103,12 @@ class SensorWindows:
             self.channels = sorted(events[0].readings)
             self._alloc()
         chans = self.channels
+        if len(chans) > 1:
+            every = operator.itemgetter(*chans)
+            try:  # the usual case: every event has every channel
+                return np.array([every(ev.readings) for ev in events], dtype=np.float64)
+            except KeyError:
+                pass
         return np.array([[ev.readings.get(c, np.nan) for c in chans] for ev in events], dtype=np.float64)
 
     def update_many(self, events: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:

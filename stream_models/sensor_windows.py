@@ -167,15 +167,40 @@ class SensorWindows:
         out: np.ndarray,
         ready: np.ndarray,
     ) -> None:
-        """Process events `part` (slots already resolved) rank by rank, vectorised over devices."""
-        W = self.config.window
-        base = part.start
-        offsets = np.arange(W)
-        part_ranks = ranks[part]
-        if part_ranks.size == 0:
+        """Process events `part` (slots already resolved): the events of devices whose statistics are frozen in one
+        pass, the others rank by rank, vectorised over devices (devices never share state, so the split is exact)."""
+        if part.stop <= part.start:
             return
+        rows = np.arange(part.start, part.stop)
+        frozen = self._frozen(slots[part])
+        if frozen.any():
+            self._apply_frozen(rows[frozen], slots, ranks, values, ts, out, ready)
+        if not frozen.all():
+            self._apply_by_rank(rows[~frozen], slots, ranks, values, ts, out, ready)
+        self._now = max(self._now, float(ts[part].max()))
+
+    def _frozen(self, slots: np.ndarray) -> np.ndarray:
+        """Whether each slot's statistics no longer move (every channel has `freeze_after` readings)."""
+        if self.config.freeze_after is None:
+            return np.zeros(len(slots), bool)
+        return (self._n[slots] >= self.config.freeze_after).all(axis=1)
+
+    def _apply_by_rank(
+        self,
+        rows: np.ndarray,
+        slots: np.ndarray,
+        ranks: np.ndarray,
+        values: np.ndarray,
+        ts: np.ndarray,
+        out: np.ndarray,
+        ready: np.ndarray,
+    ) -> None:
+        """Events `rows` (ascending) rank by rank: the r-th event of every device together."""
+        W = self.config.window
+        offsets = np.arange(W)
+        part_ranks = ranks[rows]
         for r in range(int(part_ranks.max()) + 1):
-            idx = base + np.flatnonzero(part_ranks == r)
+            idx = rows[part_ranks == r]
             s = slots[idx]
             x = values[idx]  # (k, C)
             known = ~np.isnan(x)
@@ -213,7 +238,61 @@ class SensorWindows:
                 win = (win - mean_new[:, None, :]) / std[:, None, :]
             out[idx] = win
             ready[idx] = self._count[s] >= W
-        self._now = max(self._now, float(ts[part].max()))
+
+    def _apply_frozen(
+        self,
+        part: np.ndarray,
+        slots: np.ndarray,
+        ranks: np.ndarray,
+        values: np.ndarray,
+        ts: np.ndarray,
+        out: np.ndarray,
+        ready: np.ndarray,
+    ) -> None:
+        """Events `part` (ascending) of devices with frozen statistics (the usual case after warm-up) in one pass:
+        the same arithmetic as rank by rank, bit for bit."""
+        cfg = self.config
+        s = slots[part]
+        W = cfg.window
+        r, x = ranks[part], values[part]
+        known = ~np.isnan(x)
+        n, mean, m2, ckx = self._n[s], self._mean[s], self._m2[s], self._ckx[s]
+        std_old = np.sqrt(np.where(n > 1, m2 / np.maximum(n, 1.0), 0.0))
+        ok = known & (n > 1) & (std_old >= cfg.min_std)
+        self.last_z[part] = np.where(ok, (np.nan_to_num(x) - mean) / np.where(ok, std_old, 1.0), 0.0)
+        self.last_n[part] = np.where(ok, n, 0.0)
+        # frozen: every update adds nothing (as rank by rank, where a -0.0 becomes 0.0 the same way)
+        n_new, mean_new, m2_new, ckx_new = n + 0.0, mean + 0.0, m2 + 0.0, ckx + 0.0
+        fill = np.where(known, x, mean_new).astype(np.float32)
+        # each device's last W readings (oldest first) followed by its new ones, in arrival order
+        devices, first, at, counts = np.unique(s, return_index=True, return_inverse=True, return_counts=True)
+        self._n[devices], self._mean[devices] = n_new[first], mean_new[first]
+        self._m2[devices], self._ckx[devices] = m2_new[first], ckx_new[first]
+        offsets = np.arange(W)
+        history = np.zeros((len(devices), W + int(counts.max()), x.shape[1]), np.float32)
+        history[:, :W] = self._buf[devices[:, None], (self._pos[devices][:, None] + offsets[None, :]) % W]
+        history[at, W + r] = fill
+        # the ring buffer as writing the readings one by one leaves it (only each device's last W writes remain)
+        last_w = r >= counts[at] - W
+        self._buf[s[last_w], (self._pos[s[last_w]] + r[last_w]) % W] = fill[last_w]
+        newest = r == counts[at] - 1
+        self._last_ts[s[newest]] = ts[part][newest]
+        ready[part] = self._count[s] + r + 1 >= W
+        self._pos[devices] = (self._pos[devices] + counts) % W
+        self._count[devices] += counts
+        if cfg.normalize:  # frozen statistics scale a reading the same in every window: once per reading
+            n_d, mean_d, m2_d, ckx_d = n_new[first], mean_new[first], m2_new[first], ckx_new[first]
+            var = np.where(n_d > 1, m2_d / np.maximum(n_d, 1.0), 1.0)
+            if cfg.drift_horizon:
+                m2_k = n_d * (n_d**2 - 1) / 12
+                slope = np.where(n_d > 1, ckx_d / np.maximum(m2_k, 1.0), 0.0)
+                var = var + (slope * cfg.drift_horizon) ** 2
+            std = np.sqrt(var)
+            std = np.where(std < cfg.min_std, 1.0, std)
+            history = ((history - mean_d[:, None, :]) / std[:, None, :]).astype(np.float32)
+        # (devices, readings + 1, W, C): every window of each device's history, as a view
+        windows = np.lib.stride_tricks.sliding_window_view(history, W, axis=1).transpose(0, 1, 3, 2)
+        out[part] = windows[at, r + 1]  # the window ending at each event
 
     def _expire(self) -> None:
         """Reclaim the slots of devices silent for more than `ttl_s`."""

@@ -71,6 +71,36 @@ def test_batches_equal_one_by_one_exactly(config: SensorWindowsConfig, size: int
     np.testing.assert_array_equal(r1, r2)
 
 
+@pytest.mark.parametrize("size", [1, 5, 64])
+@pytest.mark.parametrize("drift_horizon", [None, 30.0])
+def test_frozen_statistics_take_the_one_pass_path_with_identical_windows_and_state(
+    size: int, drift_horizon: float | None
+) -> None:
+    """After warm-up every device's statistics are frozen and a batch is featurised in one pass instead of rank by
+    rank: windows, z-scores, readiness and the saved state are the same bit for bit (many ranks per device, more
+    than a window's worth of them, and missing channels included)."""
+    config = SensorWindowsConfig(window=4, channels=CHANNELS, freeze_after=2, drift_horizon=drift_horizon)
+    events = stream(400, devices=3, missing=True)
+    fast, by_rank = SensorWindows(config), SensorWindows(config)
+    by_rank._frozen = lambda slots: np.zeros(len(slots), bool)  # type: ignore[method-assign]
+    one_pass_rows = []
+    one_pass = fast._apply_frozen
+    fast._apply_frozen = lambda rows, *args: one_pass_rows.append(len(rows)) or one_pass(rows, *args)  # type: ignore
+    for i in range(0, len(events), size):
+        k1, X1, r1 = fast.update_many(events[i : i + size])
+        k2, X2, r2 = by_rank.update_many(events[i : i + size])
+        assert k1 == k2
+        np.testing.assert_array_equal(X1, X2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(fast.last_z, by_rank.last_z)
+        np.testing.assert_array_equal(fast.last_n, by_rank.last_n)
+    assert sum(one_pass_rows) > len(events) / 2
+    a, b = fast.snapshot(), by_rank.snapshot()
+    assert a["devices"] == b["devices"]
+    for name in ("buf", "pos", "count", "n", "mean", "m2", "ckx", "last_ts"):
+        np.testing.assert_array_equal(a[name], b[name])
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     devices=st.lists(st.sampled_from(["x", "y", "z"]), min_size=1, max_size=30),

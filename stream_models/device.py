@@ -36,13 +36,17 @@ def set_torch_threads(n: int) -> None:
 
 class SeededDropout(nn.Dropout):
     """nn.Dropout whose training masks come from the numpy generator a detector hands it for one step (`rng`): a
-    seeded clone draws the same masks without locking torch's global generator, and numpy draws them about five
-    times faster than torch's CPU Bernoulli. Without `rng` it is plain nn.Dropout."""
+    seeded clone draws the same masks without locking torch's global generator. Each element is kept when a 16-bit
+    word of the generator's raw output is at least p x 65,536 (p rounded to 1/65,536): about three times faster than
+    numpy's float draws, which were five times faster than torch's CPU Bernoulli. Without `rng` it is plain
+    nn.Dropout."""
 
     rng: np.random.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0 or self.rng is None:
             return super().forward(x)
-        keep = (self.rng.random(tuple(x.shape), dtype=np.float32) >= self.p) * np.float32(1.0 / (1.0 - self.p))
+        n = x.numel()
+        words = self.rng.bit_generator.random_raw(-(-n // 4)).view(np.uint16)[:n].reshape(tuple(x.shape))
+        keep = (words >= np.uint16(min(round(self.p * 65_536), 65_535))) * np.float32(1.0 / (1.0 - self.p))
         return x * torch.from_numpy(keep).to(x.device)

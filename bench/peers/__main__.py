@@ -16,6 +16,10 @@ start, group join and tail excluded). Wall s: the whole process (the worker's mi
     .venv/bin/python -m bench.peers                      # transactions, --scale 5000 --days 30
     .venv/bin/python -m bench.peers --scale 200 --days 7 --out /tmp/peers.json    # smoke run
     .venv/bin/python -m bench.peers --domain sensors     # 50 devices x 8 channels x 4,000 steps
+    .venv/bin/python -m bench.peers --domain sensors --peers ce --rounds 3   # c, e, c, e, c, e; median ratio
+
+With --rounds N the consumers run N times in turn (a fresh group each time) and the median of the N worker / peer
+ratios is reported beside each round's: the machine's speed drifts over minutes, so one round can mislead.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from bench.peers.common import RESULT_TAG
 from bench.run_speed import IDLE_S, ROOT, cli
@@ -133,15 +139,14 @@ def run_worker(domain: str, topic: str, group: str, total: int) -> tuple[dict, s
             "notes": "wall minus the 5 s idle timeout"}, command
 
 
-def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
-    topic = f"peers-{domain}-{stamp}"
-    total, produce_cmd = produce(domain, topic, args)
+def run_round(domain: str, topic: str, total: int, args: argparse.Namespace, tag: str) -> list[dict]:
+    """Each chosen peer, then the worker, once over `topic`, each with a fresh consumer group."""
     bootstrap, redis_url = args.bootstrap, args.redis_url
     rows = []
     for pid, what, module, needs in PEERS:
         if pid not in args.peers:
             continue
-        group = f"peers-{pid}-{domain}-{stamp}"
+        group = f"peers-{pid}-{domain}-{tag}"
         argv = ["--bootstrap", bootstrap, "--topic", topic, "--group", group, "--events", str(total),
                 "--domain", domain, "--redis-url", redis_url]
         row = {"id": pid, "peer": what, "command": f"python -m {module} {' '.join(argv)}"}
@@ -153,7 +158,7 @@ def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
         print(f"[peers] {domain} {pid}: {json.dumps(row)}", file=sys.stderr, flush=True)
         time.sleep(2)
     if "e" in args.peers:
-        result, command = run_worker(domain, topic, f"peers-e-{domain}-{stamp}", total)
+        result, command = run_worker(domain, topic, f"peers-e-{domain}-{tag}", total)
         rows.append({"id": "e", "peer": "streamwarden run (shipped)",
                      "command": command, **result})
         print(f"[peers] {domain} e: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
@@ -161,7 +166,23 @@ def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
     for r in rows:
         if worker and r.get("steady_events_per_s"):
             r["worker_over_peer"] = worker / r["steady_events_per_s"]
-    return {"topic": topic, "events": total, "produce": produce_cmd, "peers": rows}
+    return rows
+
+
+def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
+    """One topic, then `args.rounds` rounds of the consumers one after another: the machine's speed drifts over
+    minutes, so each round's ratios compare neighbours in time, and the median over rounds is the figure."""
+    topic = f"peers-{domain}-{stamp}"
+    total, produce_cmd = produce(domain, topic, args)
+    rows = []
+    for k in range(1, args.rounds + 1):
+        rows += [{"round": k, **r} for r in run_round(domain, topic, total, args, stamp if k == 1 else f"{stamp}-r{k}")]
+    ratios: dict[str, list[float]] = {}
+    for r in rows:
+        if "worker_over_peer" in r and r["id"] != "e":
+            ratios.setdefault(r["id"], []).append(r["worker_over_peer"])
+    return {"topic": topic, "events": total, "produce": produce_cmd, "rounds": args.rounds, "peers": rows,
+            "median_worker_over_peer": {pid: float(np.median(v)) for pid, v in ratios.items()}}
 
 
 def print_table(domain: str, block: dict) -> None:
@@ -169,16 +190,19 @@ def print_table(domain: str, block: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{domain}: {block['events']:,} events, 1 partition")
-    for name in ("peer", "events", "steady events/s", "wall s", "worker / peer"):
+    for name in ("round", "peer", "events", "steady events/s", "wall s", "worker / peer"):
         table.add_column(name, justify="left" if name == "peer" else "right")
     for r in block["peers"]:
         if "steady_events_per_s" not in r:
-            table.add_row(f"{r['id']}  {r['peer']}", "-", r.get("skipped") or r.get("error", "")[:80], "-", "-")
+            table.add_row(str(r["round"]), f"{r['id']}  {r['peer']}", "-",
+                          r.get("skipped") or r.get("error", "")[:80], "-", "-")
             continue
         steady, ratio = r["steady_events_per_s"], r.get("worker_over_peer")
-        table.add_row(f"{r['id']}  {r['peer']}", f"{r['events']:,}", f"{steady:,.0f}" if steady else "-",
+        table.add_row(str(r["round"]), f"{r['id']}  {r['peer']}", f"{r['events']:,}", f"{steady:,.0f}" if steady else "-",
                       f"{r['wall_s']:.1f}", f"{ratio:.2f}x" if ratio else "-")
-    Console(width=110).print(table)
+    Console(width=120).print(table)
+    for pid, ratio in block["median_worker_over_peer"].items():
+        print(f"{domain}: worker / peer {pid}, median over {block['rounds']} round(s): {ratio:.2f}x")
 
 
 def machine() -> dict:
@@ -196,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=30, help="transactions: days simulated")
     ap.add_argument("--sensor-steps", type=int, default=4000, help="sensors: steps per device (50 devices)")
     ap.add_argument("--peers", default="abcde", help="which peers to run, e.g. 'ce'")
+    ap.add_argument("--rounds", type=int, default=1, help="run the consumers this many times, interleaved")
     ap.add_argument("--out", default=str(ROOT / "bench/results/peers.json"))
     args = ap.parse_args(argv)
     from pipeline.settings import load_settings

@@ -30,8 +30,11 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Sequence
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,6 +579,38 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _draw_all(jobs: Sequence[tuple[Callable[..., Path | None], tuple[Any, ...]]]) -> list[Path | None]:
+    """Each job's figure, `fn(*args)` (the last argument is the file it writes; None when there is nothing to
+    draw), in job order. On Linux with two or more cores a forked child draws every second job while this process
+    draws the others: the figures are independent and matplotlib draws on one core. A child that fails leaves its
+    jobs to this process."""
+    if len(jobs) < 2 or not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
+        return [fn(*args) for fn, args in jobs]
+    _plt()  # imported once, before the fork
+    theirs = list(jobs[1::2])
+    for _, args in theirs:
+        Path(args[-1]).unlink(missing_ok=True)  # an old report's figure must not pass for a new one
+    pid = os.fork()
+    if pid == 0:  # the child: draw, then leave without running the parent's exit handlers
+        code = 1
+        try:
+            for fn, args in theirs:
+                fn(*args)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    mine = [fn(*args) for fn, args in jobs[0::2]]
+    if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0:
+        done: list[Path | None] = [Path(args[-1]) if Path(args[-1]).exists() else None for _, args in theirs]
+    else:
+        done = [fn(*args) for fn, args in theirs]
+    out: list[Path | None] = [None] * len(jobs)
+    out[0::2], out[1::2] = mine, done
+    return out
+
+
 # ---------------------------------------------------------------------------------------- report
 def _fmt(value: Any) -> str:
     """A table cell: rounded numbers, '–' for missing, everything else HTML-escaped."""
@@ -727,21 +762,24 @@ def write_report(
                "after_warmup": after_rows, "periods": period_rows, "definitions": DEFINITIONS}
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, default=str), encoding="utf-8")
 
-    sections: list[str] = []
-    for domain, part in marked.groupby("domain", sort=True):
-        domain = str(domain)
-        found = contenders(part)
+    by_domain = [(str(domain), part, contenders(part)) for domain, part in marked.groupby("domain", sort=True)]
+    jobs: list[tuple[Callable[..., Path | None], tuple[Any, ...]]] = []
+    for domain, part, found in by_domain:
         slug = _slug(domain)
-        images: list[Path | None] = []
         for c in found:
             stem = f"{slug}" if c.champion else f"{slug}_{_slug(c.name)}"
-            images.append(_timeline(part, domain, c, out_dir / f"{stem}_timeline.png"))
-        images.append(_pr_roc(after[after["domain"] == domain], domain, found, out_dir / f"{slug}_pr_roc.png"))
+            jobs.append((_timeline, (part, domain, c, out_dir / f"{stem}_timeline.png")))
+        jobs.append((_pr_roc, (after[after["domain"] == domain], domain, found, out_dir / f"{slug}_pr_roc.png")))
         mine = [r for r in period_rows if r["domain"] == domain]
-        images.append(_periods_plot(mine, domain, out_dir / f"{slug}_periods.png"))
+        jobs.append((_periods_plot, (mine, domain, out_dir / f"{slug}_periods.png")))
         for c in found:
             stem = f"{slug}" if c.champion else f"{slug}_{_slug(c.name)}"
-            images.append(_top_entities(part, domain, c, out_dir / f"{stem}_top_entities.png"))
+            jobs.append((_top_entities, (part, domain, c, out_dir / f"{stem}_top_entities.png")))
+    drawn = _draw_all(jobs)
+    sections: list[str] = []
+    for domain, _, _ in by_domain:
+        images = [path for (_, args), path in zip(jobs, drawn, strict=True) if args[1] == domain]
+        mine = [r for r in period_rows if r["domain"] == domain]
         figures = "".join(
             f'<figure><img src="{html.escape(p.name, quote=True)}" alt="{html.escape(p.stem, quote=True)}">'
             f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in images if p is not None)

@@ -584,12 +584,12 @@ def _draw_all(jobs: Sequence[tuple[Callable[..., Path | None], tuple[Any, ...]]]
     draw), in job order. On Linux with two or more cores a forked child draws every second job while this process
     draws the others: the figures are independent and matplotlib draws on one core. A child that fails leaves its
     jobs to this process."""
+    for _, args in jobs:
+        Path(args[-1]).unlink(missing_ok=True)  # an older report's figure must not pass for a new one
     if len(jobs) < 2 or not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
         return [fn(*args) for fn, args in jobs]
     _plt()  # imported once, before the fork
     theirs = list(jobs[1::2])
-    for _, args in theirs:
-        Path(args[-1]).unlink(missing_ok=True)  # an old report's figure must not pass for a new one
     pid = os.fork()
     if pid == 0:  # the child: draw, then leave without running the parent's exit handlers
         code = 1

@@ -207,6 +207,50 @@ def test_every_contender_gets_plots(tmp_path: Path) -> None:
     assert all("nab_standard" in r for r in data["metrics"])
 
 
+def test_figures_a_failed_drawing_child_left_are_drawn_by_the_report_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report draws every second figure in a forked child (Linux, 2+ cores). When the child fails, its figures are
+    drawn again in the report's own process; an older report's figure in the folder never passes for a new one."""
+    import os
+
+    import evaluation.report as report
+
+    parent, real = os.getpid(), report._timeline
+
+    def timeline_failing_in_a_child(*args: Any) -> Path | None:
+        if os.getpid() != parent:
+            raise RuntimeError("drawing failed in the child")
+        return real(*args)
+
+    monkeypatch.setattr(report, "_timeline", timeline_failing_in_a_child)
+    out = tmp_path / "tx"
+    out.mkdir()
+    (out / "transactions_ae_timeline.png").write_bytes(b"an older report's figure")
+    page = write_report(two_weeks(), out, k=2, period="week").read_text()
+    for png in ("transactions_timeline.png", "transactions_ae_timeline.png", "transactions_top_entities.png",
+                "transactions_ae_top_entities.png"):
+        assert (out / png).stat().st_size > 1000
+        assert f'src="{png}"' in page
+
+
+def test_a_figure_with_nothing_to_draw_is_absent_even_when_an_older_one_is_in_the_folder(tmp_path: Path) -> None:
+    from evaluation.report import _draw_all
+
+    def draw(path: Path) -> Path:
+        path.write_bytes(b"drawn")
+        return path
+
+    def nothing_to_draw(path: Path) -> None:
+        return None
+
+    stale = tmp_path / "b.png"
+    stale.write_bytes(b"an older report's figure")
+    jobs = [(draw, (tmp_path / "a.png",)), (nothing_to_draw, (stale,)), (draw, (tmp_path / "c.png",))]
+    assert _draw_all(jobs) == [tmp_path / "a.png", None, tmp_path / "c.png"]
+    assert not stale.exists()
+
+
 def test_page_fits_a_laptop_screen_and_rounds_numbers(tmp_path: Path) -> None:
     page = write_report(two_weeks(), tmp_path, k=2, period="week").read_text()
     for rule in ("max-width", "table-layout:fixed", "word-wrap:break-word", "img{width:100%"):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -51,6 +51,18 @@ class SensorWindowsConfig:
             raise ModelError("max_devices must be >= 1")
 
 
+
+
+class _Batch(NamedTuple):
+    """One `update_many` call's arrays: each event's slot, rank among its device's events, readings and time, and
+    the outputs (windows, ready)."""
+
+    slots: np.ndarray
+    ranks: np.ndarray
+    values: np.ndarray
+    ts: np.ndarray
+    out: np.ndarray
+    ready: np.ndarray
 
 
 class SensorWindows:
@@ -128,6 +140,7 @@ class SensorWindows:
         ready = np.empty(B, dtype=bool)
         slots = np.empty(B, dtype=np.int64)
         ranks = np.empty(B, dtype=np.int64)
+        batch = _Batch(slots, ranks, values, ts, out, ready)
         start = 0
         seen: dict[str, int] = {}  # device -> occurrences in the current chunk
         last_at: dict[str, float] = {}  # device -> time of its latest event in the current chunk
@@ -136,12 +149,12 @@ class SensorWindows:
             # a chunk never holds more devices than the LRU bound, so eviction inside a chunk
             # never hits a device of that chunk
             if key not in seen and len(seen) >= self.config.max_devices:
-                self._apply(slice(start, i), slots, ranks, values, ts, out, ready)
+                self._apply(slice(start, i), batch)
                 start, seen, last_at = i, {}, {}
             if self.config.ttl_s is not None:
                 # one-by-one processing would have expired the device before this event
                 if key in seen and chunk_now - last_at[key] > self.config.ttl_s:
-                    self._apply(slice(start, i), slots, ranks, values, ts, out, ready)
+                    self._apply(slice(start, i), batch)
                     start, seen, last_at = i, {}, {}
                     self._devices.release(key)
                 elif key not in seen and key in self._devices:
@@ -153,31 +166,22 @@ class SensorWindows:
             chunk_now = max(chunk_now, ts[i])
             ranks[i] = r
             slots[i] = self._devices.slot(key)
-        self._apply(slice(start, B), slots, ranks, values, ts, out, ready)
+        self._apply(slice(start, B), batch)
         self._expire()
         return keys, out, ready
 
-    def _apply(
-        self,
-        part: slice,
-        slots: np.ndarray,
-        ranks: np.ndarray,
-        values: np.ndarray,
-        ts: np.ndarray,
-        out: np.ndarray,
-        ready: np.ndarray,
-    ) -> None:
+    def _apply(self, part: slice, batch: _Batch) -> None:
         """Process events `part` (slots already resolved): the events of devices whose statistics are frozen in one
         pass, the others rank by rank, vectorised over devices (devices never share state, so the split is exact)."""
         if part.stop <= part.start:
             return
         rows = np.arange(part.start, part.stop)
-        frozen = self._frozen(slots[part])
+        frozen = self._frozen(batch.slots[part])
         if frozen.any():
-            self._apply_frozen(rows[frozen], slots, ranks, values, ts, out, ready)
+            self._apply_frozen(rows[frozen], batch)
         if not frozen.all():
-            self._apply_by_rank(rows[~frozen], slots, ranks, values, ts, out, ready)
-        self._now = max(self._now, float(ts[part].max()))
+            self._apply_by_rank(rows[~frozen], batch)
+        self._now = max(self._now, float(batch.ts[part].max()))
 
     def _frozen(self, slots: np.ndarray) -> np.ndarray:
         """Whether each slot's statistics no longer move (every channel has `freeze_after` readings)."""
@@ -185,17 +189,9 @@ class SensorWindows:
             return np.zeros(len(slots), bool)
         return (self._n[slots] >= self.config.freeze_after).all(axis=1)
 
-    def _apply_by_rank(
-        self,
-        rows: np.ndarray,
-        slots: np.ndarray,
-        ranks: np.ndarray,
-        values: np.ndarray,
-        ts: np.ndarray,
-        out: np.ndarray,
-        ready: np.ndarray,
-    ) -> None:
+    def _apply_by_rank(self, rows: np.ndarray, batch: _Batch) -> None:
         """Events `rows` (ascending) rank by rank: the r-th event of every device together."""
+        slots, ranks, values, ts, out, ready = batch
         W = self.config.window
         offsets = np.arange(W)
         part_ranks = ranks[rows]
@@ -228,29 +224,24 @@ class SensorWindows:
             order = (self._pos[s][:, None] + offsets[None, :]) % W  # (k, W) oldest first
             win = self._buf[s[:, None], order]  # (k, W, C)
             if self.config.normalize:
-                var = np.where(n_new > 1, m2_new / np.maximum(n_new, 1.0), 1.0)  # population variance
-                if self.config.drift_horizon:
-                    m2_k = n_new * (n_new**2 - 1) / 12  # co-moment of the indices 1..n
-                    slope = np.where(n_new > 1, ckx_new / np.maximum(m2_k, 1.0), 0.0)
-                    var = var + (slope * self.config.drift_horizon) ** 2
-                std = np.sqrt(var)
-                std = np.where(std < self.config.min_std, 1.0, std)  # constant channel: unscaled
-                win = (win - mean_new[:, None, :]) / std[:, None, :]
+                win = (win - mean_new[:, None, :]) / self._scale(n_new, m2_new, ckx_new)[:, None, :]
             out[idx] = win
             ready[idx] = self._count[s] >= W
 
-    def _apply_frozen(
-        self,
-        part: np.ndarray,
-        slots: np.ndarray,
-        ranks: np.ndarray,
-        values: np.ndarray,
-        ts: np.ndarray,
-        out: np.ndarray,
-        ready: np.ndarray,
-    ) -> None:
+    def _scale(self, n: np.ndarray, m2: np.ndarray, ckx: np.ndarray) -> np.ndarray:
+        """Each channel's normalising scale from its statistics (count, M2, trend co-moment)."""
+        var = np.where(n > 1, m2 / np.maximum(n, 1.0), 1.0)  # population variance
+        if self.config.drift_horizon:
+            m2_k = n * (n**2 - 1) / 12  # co-moment of the indices 1..n
+            slope = np.where(n > 1, ckx / np.maximum(m2_k, 1.0), 0.0)
+            var = var + (slope * self.config.drift_horizon) ** 2
+        std = np.sqrt(var)
+        return np.where(std < self.config.min_std, 1.0, std)  # constant channel: unscaled
+
+    def _apply_frozen(self, part: np.ndarray, batch: _Batch) -> None:
         """Events `part` (ascending) of devices with frozen statistics (the usual case after warm-up) in one pass:
         the same arithmetic as rank by rank, bit for bit."""
+        slots, ranks, values, ts, out, ready = batch
         cfg = self.config
         s = slots[part]
         W = cfg.window
@@ -281,15 +272,8 @@ class SensorWindows:
         self._pos[devices] = (self._pos[devices] + counts) % W
         self._count[devices] += counts
         if cfg.normalize:  # frozen statistics scale a reading the same in every window: once per reading
-            n_d, mean_d, m2_d, ckx_d = n_new[first], mean_new[first], m2_new[first], ckx_new[first]
-            var = np.where(n_d > 1, m2_d / np.maximum(n_d, 1.0), 1.0)
-            if cfg.drift_horizon:
-                m2_k = n_d * (n_d**2 - 1) / 12
-                slope = np.where(n_d > 1, ckx_d / np.maximum(m2_k, 1.0), 0.0)
-                var = var + (slope * cfg.drift_horizon) ** 2
-            std = np.sqrt(var)
-            std = np.where(std < cfg.min_std, 1.0, std)
-            history = ((history - mean_d[:, None, :]) / std[:, None, :]).astype(np.float32)
+            std = self._scale(n_new[first], m2_new[first], ckx_new[first])
+            history = ((history - mean_new[first][:, None, :]) / std[:, None, :]).astype(np.float32)
         # (devices, readings + 1, W, C): every window of each device's history, as a view
         windows = np.lib.stride_tricks.sliding_window_view(history, W, axis=1).transpose(0, 1, 3, 2)
         out[part] = windows[at, r + 1]  # the window ending at each event

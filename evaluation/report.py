@@ -762,24 +762,23 @@ def write_report(
                "after_warmup": after_rows, "periods": period_rows, "definitions": DEFINITIONS}
     (out_dir / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2, default=str), encoding="utf-8")
 
-    by_domain = [(str(domain), part, contenders(part)) for domain, part in marked.groupby("domain", sort=True)]
+    by_domain = [(str(domain), part, contenders(part), [r for r in period_rows if r["domain"] == domain])
+                 for domain, part in marked.groupby("domain", sort=True)]
     jobs: list[tuple[Callable[..., Path | None], tuple[Any, ...]]] = []
-    for domain, part, found in by_domain:
+    for domain, part, found, mine in by_domain:
         slug = _slug(domain)
         for c in found:
             stem = f"{slug}" if c.champion else f"{slug}_{_slug(c.name)}"
             jobs.append((_timeline, (part, domain, c, out_dir / f"{stem}_timeline.png")))
         jobs.append((_pr_roc, (after[after["domain"] == domain], domain, found, out_dir / f"{slug}_pr_roc.png")))
-        mine = [r for r in period_rows if r["domain"] == domain]
         jobs.append((_periods_plot, (mine, domain, out_dir / f"{slug}_periods.png")))
         for c in found:
             stem = f"{slug}" if c.champion else f"{slug}_{_slug(c.name)}"
             jobs.append((_top_entities, (part, domain, c, out_dir / f"{stem}_top_entities.png")))
     drawn = _draw_all(jobs)
     sections: list[str] = []
-    for domain, _, _ in by_domain:
-        images = [path for (_, args), path in zip(jobs, drawn, strict=True) if args[1] == domain]
-        mine = [r for r in period_rows if r["domain"] == domain]
+    for domain, _, _, mine in by_domain:
+        images = [path for (_, args), path in zip(jobs, drawn, strict=True) if args[1] == domain]  # args: (..., domain, ...)
         figures = "".join(
             f'<figure><img src="{html.escape(p.name, quote=True)}" alt="{html.escape(p.stem, quote=True)}">'
             f"<figcaption>{html.escape(p.stem)}</figcaption></figure>" for p in images if p is not None)

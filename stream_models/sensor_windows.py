@@ -200,11 +200,7 @@ class SensorWindows:
             s = slots[idx]
             x = values[idx]  # (k, C)
             known = ~np.isnan(x)
-            n_old = self._n[s]
-            std_old = np.sqrt(np.where(n_old > 1, self._m2[s] / np.maximum(n_old, 1.0), 0.0))
-            ok = known & (n_old > 1) & (std_old >= self.config.min_std)
-            self.last_z[idx] = np.where(ok, (np.nan_to_num(x) - self._mean[s]) / np.where(ok, std_old, 1.0), 0.0)
-            self.last_n[idx] = np.where(ok, n_old, 0.0)
+            self._z_scores(idx, s, x, known)
             stats_on = known.copy()
             if self.config.freeze_after is not None:
                 stats_on &= self._n[s] < self.config.freeze_after
@@ -228,6 +224,14 @@ class SensorWindows:
             out[idx] = win
             ready[idx] = self._count[s] >= W
 
+    def _z_scores(self, rows: np.ndarray, s: np.ndarray, x: np.ndarray, known: np.ndarray) -> None:
+        """`last_z` / `last_n` of events `rows` (slots `s`, readings `x`): against the statistics before them."""
+        n_old = self._n[s]
+        std_old = np.sqrt(np.where(n_old > 1, self._m2[s] / np.maximum(n_old, 1.0), 0.0))
+        ok = known & (n_old > 1) & (std_old >= self.config.min_std)
+        self.last_z[rows] = np.where(ok, (np.nan_to_num(x) - self._mean[s]) / np.where(ok, std_old, 1.0), 0.0)
+        self.last_n[rows] = np.where(ok, n_old, 0.0)
+
     def _scale(self, n: np.ndarray, m2: np.ndarray, ckx: np.ndarray) -> np.ndarray:
         """Each channel's normalising scale from its statistics (count, M2, trend co-moment)."""
         var = np.where(n > 1, m2 / np.maximum(n, 1.0), 1.0)  # population variance
@@ -238,27 +242,21 @@ class SensorWindows:
         std = np.sqrt(var)
         return np.where(std < self.config.min_std, 1.0, std)  # constant channel: unscaled
 
-    def _apply_frozen(self, part: np.ndarray, batch: _Batch) -> None:
-        """Events `part` (ascending) of devices with frozen statistics (the usual case after warm-up) in one pass:
+    def _apply_frozen(self, rows: np.ndarray, batch: _Batch) -> None:
+        """Events `rows` (ascending) of devices with frozen statistics (the usual case after warm-up) in one pass:
         the same arithmetic as rank by rank, bit for bit."""
         slots, ranks, values, ts, out, ready = batch
         cfg = self.config
-        s = slots[part]
         W = cfg.window
-        r, x = ranks[part], values[part]
+        s, r, x = slots[rows], ranks[rows], values[rows]
         known = ~np.isnan(x)
-        n, mean, m2, ckx = self._n[s], self._mean[s], self._m2[s], self._ckx[s]
-        std_old = np.sqrt(np.where(n > 1, m2 / np.maximum(n, 1.0), 0.0))
-        ok = known & (n > 1) & (std_old >= cfg.min_std)
-        self.last_z[part] = np.where(ok, (np.nan_to_num(x) - mean) / np.where(ok, std_old, 1.0), 0.0)
-        self.last_n[part] = np.where(ok, n, 0.0)
-        # frozen: every update adds nothing (as rank by rank, where a -0.0 becomes 0.0 the same way)
-        n_new, mean_new, m2_new, ckx_new = n + 0.0, mean + 0.0, m2 + 0.0, ckx + 0.0
-        fill = np.where(known, x, mean_new).astype(np.float32)
+        self._z_scores(rows, s, x, known)
+        # each device's statistics: frozen, every update adds nothing (as rank by rank, where a -0.0 becomes 0.0)
+        devices, at, counts = np.unique(s, return_inverse=True, return_counts=True)
+        n, mean, m2, ckx = (a[devices] + 0.0 for a in (self._n, self._mean, self._m2, self._ckx))
+        self._n[devices], self._mean[devices], self._m2[devices], self._ckx[devices] = n, mean, m2, ckx
+        fill = np.where(known, x, mean[at]).astype(np.float32)
         # each device's last W readings (oldest first) followed by its new ones, in arrival order
-        devices, first, at, counts = np.unique(s, return_index=True, return_inverse=True, return_counts=True)
-        self._n[devices], self._mean[devices] = n_new[first], mean_new[first]
-        self._m2[devices], self._ckx[devices] = m2_new[first], ckx_new[first]
         offsets = np.arange(W)
         history = np.zeros((len(devices), W + int(counts.max()), x.shape[1]), np.float32)
         history[:, :W] = self._buf[devices[:, None], (self._pos[devices][:, None] + offsets[None, :]) % W]
@@ -267,16 +265,15 @@ class SensorWindows:
         last_w = r >= counts[at] - W
         self._buf[s[last_w], (self._pos[s[last_w]] + r[last_w]) % W] = fill[last_w]
         newest = r == counts[at] - 1
-        self._last_ts[s[newest]] = ts[part][newest]
-        ready[part] = self._count[s] + r + 1 >= W
+        self._last_ts[s[newest]] = ts[rows][newest]
+        ready[rows] = self._count[s] + r + 1 >= W
         self._pos[devices] = (self._pos[devices] + counts) % W
         self._count[devices] += counts
         if cfg.normalize:  # frozen statistics scale a reading the same in every window: once per reading
-            std = self._scale(n_new[first], m2_new[first], ckx_new[first])
-            history = ((history - mean_new[first][:, None, :]) / std[:, None, :]).astype(np.float32)
+            history = ((history - mean[:, None, :]) / self._scale(n, m2, ckx)[:, None, :]).astype(np.float32)
         # (devices, readings + 1, W, C): every window of each device's history, as a view
         windows = np.lib.stride_tricks.sliding_window_view(history, W, axis=1).transpose(0, 1, 3, 2)
-        out[part] = windows[at, r + 1]  # the window ending at each event
+        out[rows] = windows[at, r + 1]  # the window ending at each event
 
     def _expire(self) -> None:
         """Reclaim the slots of devices silent for more than `ttl_s`."""

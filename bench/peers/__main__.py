@@ -17,6 +17,7 @@ start, group join and tail excluded). Wall s: the whole process (the worker's mi
     .venv/bin/python -m bench.peers --scale 200 --days 7 --out /tmp/peers.json    # smoke run
     .venv/bin/python -m bench.peers --domain sensors     # 50 devices x 8 channels x 4,000 steps
     .venv/bin/python -m bench.peers --domain sensors --peers ce --rounds 3   # c, e, c, e, c, e; median ratio
+    .venv/bin/python -m bench.peers --domain sensors --peers e --topic T      # the worker alone on an existing topic
 
 With --rounds N the consumers run N times in turn (a fresh group each time) and the median of the N worker / peer
 ratios is reported beside each round's: the machine's speed drifts over minutes, so one round can mislead.
@@ -70,6 +71,21 @@ def produce(domain: str, topic: str, args: argparse.Namespace) -> tuple[int, str
         report = produce_events(events, producer, topic, "sensors", progress=False)
     return report.sent, (f"ingest.produce.produce_events(events_from_simulator('sensors', n_devices=50, "
                          f"channels=8, n_steps={args.sensor_steps}), EventProducer(...), '{topic}', 'sensors')")
+
+
+def topic_size(bootstrap: str, topic: str) -> int:
+    """Records in `topic` (end minus beginning offsets over its partitions)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not parts:
+            raise SystemExit(f"topic {topic!r} does not exist")
+        ends, starts = consumer.end_offsets(parts), consumer.beginning_offsets(parts)
+        return sum(ends[p] - starts[p] for p in parts)
+    finally:
+        consumer.close()
 
 
 def run_peer(module: str, argv: list[str]) -> dict:
@@ -172,8 +188,11 @@ def run_round(domain: str, topic: str, total: int, args: argparse.Namespace, tag
 def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
     """One topic, then `args.rounds` rounds of the consumers one after another: the machine's speed drifts over
     minutes, so each round's ratios compare neighbours in time, and the median over rounds is the figure."""
-    topic = f"peers-{domain}-{stamp}"
-    total, produce_cmd = produce(domain, topic, args)
+    if args.topic:  # an existing topic (e.g. the same one for two commits): its events, as produced before
+        topic, total, produce_cmd = args.topic, topic_size(args.bootstrap, args.topic), "(an existing topic)"
+    else:
+        topic = f"peers-{domain}-{stamp}"
+        total, produce_cmd = produce(domain, topic, args)
     rows = []
     for k in range(1, args.rounds + 1):
         rows += [{"round": k, **r} for r in run_round(domain, topic, total, args, stamp if k == 1 else f"{stamp}-r{k}")]
@@ -221,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sensor-steps", type=int, default=4000, help="sensors: steps per device (50 devices)")
     ap.add_argument("--peers", default="abcde", help="which peers to run, e.g. 'ce'")
     ap.add_argument("--rounds", type=int, default=1, help="run the consumers this many times, interleaved")
+    ap.add_argument("--topic", default=None, help="read this existing topic instead of producing a new one")
     ap.add_argument("--out", default=str(ROOT / "bench/results/peers.json"))
     args = ap.parse_args(argv)
     from pipeline.settings import load_settings

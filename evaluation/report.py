@@ -153,11 +153,15 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "detector"
 
 
-def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy with the optional columns filled in and a fresh 0..n-1 index."""
+def _check_columns(frame: pd.DataFrame) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"score table lacks column(s) {missing}")
+
+
+def _prepared(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the optional columns filled in and a fresh 0..n-1 index."""
+    _check_columns(frame)
     out = frame.reset_index(drop=True).copy()
     if "warming_up" not in out:
         out["warming_up"] = False
@@ -417,9 +421,11 @@ def _iso(ts: float | None) -> str | None:
 
 def warmup_summary(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Per domain: events, warm_up_events, and the first/last event time of the warm-up rows (epoch s and ISO)."""
-    prepared = _prepared(frame)
+    _check_columns(frame)
+    warming_up = frame["warming_up"].fillna(False).astype(bool) if "warming_up" in frame else False
+    columns = pd.DataFrame({"domain": frame["domain"], "ts": frame["ts"].astype(float), "warming_up": warming_up})
     out = []
-    for domain, part in prepared.groupby("domain", sort=True):
+    for domain, part in columns.groupby("domain", sort=True):
         warm = part.loc[part["warming_up"], "ts"]
         first = _finite(warm.min()) if len(warm) else None
         last = _finite(warm.max()) if len(warm) else None
@@ -439,8 +445,9 @@ def _plt() -> Any:
     return plt
 
 
-def _times(values: Any) -> Any:
-    return pd.to_datetime(np.asarray(values, dtype=float), unit="s")
+def _times(values: Any) -> np.ndarray:
+    """Epoch seconds as datetime64 (a numpy array: matplotlib converts it at once, a pandas index value by value)."""
+    return pd.to_datetime(np.asarray(values, dtype=float), unit="s").to_numpy()
 
 
 def thinned(ts: np.ndarray, values: np.ndarray, max_points: int = MAX_TIMELINE_POINTS) -> np.ndarray:

@@ -258,8 +258,11 @@ class ModelSettings(_Section):
                                   "the thresholds on")
     learn_after_warmup: bool = Field(True, description="False: models and thresholds freeze after warm-up")
     learn_every: int = Field(512, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
-    learn_in_background: bool = Field(True, description="torch detectors learn on a copy in a second thread; its "
-                                      "weights score from the chunk after next (off with model_sync.enabled)")
+    learn_in_background: bool = Field(True, description="torch detectors learn on a copy beside the scoring thread; "
+                                      "its weights score from the chunk after next (off with model_sync.enabled)")
+    learn_in_process: bool = Field(True, description="the copy learns in a forked learning process (Linux, CPU; "
+                                   "scores are the same), so learning and scoring never wait for each other's "
+                                   "interpreter lock; false: in a second thread")
     steps_per_update: int = Field(2, ge=0, description="replay minibatches per learning chunk")
     label_free_steps_per_update: int | None = Field(None, ge=0, description="the same for detectors that do not "
                                                     "learn from labels; none = steps_per_update")

@@ -37,7 +37,8 @@ class EngineConfig:
     warmup_holdout: float = 0.0  # share of the warm-up (its end) kept out of that fit to set the thresholds on
     learn_after_warmup: bool = True  # False: models and thresholds are frozen once warm-up ends
     learn_every: int = 512  # events per learning chunk; scores do not depend on poll sizes
-    learn_in_background: bool = True  # torch detectors learn on a copy in a learning thread (stream_models.learner)
+    learn_in_background: bool = True  # torch detectors learn on a copy beside the scoring thread (stream_models.learner)
+    learn_in_process: bool = True  # ... in the learning process where it can fork (Linux, CPU), else in a thread
     steps_per_update: int = 2
     label_free_steps_per_update: int | None = None  # the same for detectors that do not learn from labels (None: as above)
     batch_size: int = 512

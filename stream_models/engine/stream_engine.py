@@ -89,7 +89,7 @@ def make_contender(config: EngineConfig, name: str, feature_names: list[str]) ->
         supervised=supervised, label_delay_s=config.label_delay_s,
         update_every_events=config.learn_every, update_every_ms=None, steps_per_update=steps,
         batch_size=config.batch_size, replay_capacity=config.replay_capacity, seed=config.seed,
-        background=config.learn_in_background))
+        background=config.learn_in_background, process=config.learn_in_process))
     drift = DriftMonitor(config.drift_delta, reset_threshold=True, lr_boost_factor=config.drift_lr_boost,
                          lr_boost_events=20 * config.learn_every) if config.drift_delta > 0 else None
     threshold = QuantileThreshold(q=config.threshold_quantile, warmup=config.threshold_warmup,

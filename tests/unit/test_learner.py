@@ -182,10 +182,10 @@ def _stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return X, (X[:, 0] > 1.0).astype(np.int64)
 
 
-def _learner(background: bool) -> OnlineLearner:
+def _learner(background: bool, process: bool = True) -> OnlineLearner:
     det = MLPClassifier(["a", "b", "c"], MLPClassifierConfig(hidden=(8,), seed=3))
     return OnlineLearner(det, OnlineLearnerConfig(label_delay_s=0.0, update_every_events=16, steps_per_update=3,
-                                                  batch_size=8, background=background))
+                                                  batch_size=8, background=background, process=process))
 
 
 def _feed(learner: OnlineLearner, X: np.ndarray, y: np.ndarray, start: int) -> None:
@@ -195,14 +195,18 @@ def _feed(learner: OnlineLearner, X: np.ndarray, y: np.ndarray, start: int) -> N
     learner.maybe_update()
 
 
-def test_background_learning_runs_on_the_learning_thread_and_scores_one_update_behind():
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_background_learning_runs_beside_the_scoring_thread_and_scores_one_update_behind(process: bool):
     import threading
 
     X, y = _stream(64, 1)
-    background, inline = _learner(True), _learner(False)
+    background, inline = _learner(True, process), _learner(False)
+    assert background.mode == ("process" if process else "thread")
     threads: set[str] = set()
-    shadow_learn = background._shadow.learn_many
-    background._shadow.learn_many = lambda *a: (threads.add(threading.current_thread().name), shadow_learn(*a))[1]
+    if not process:
+        shadow_learn = background._shadow.learn_many
+        background._shadow.learn_many = lambda *a: (threads.add(threading.current_thread().name), shadow_learn(*a))[1]
+    background.detector.learn_many = lambda *a: pytest.fail("the scoring detector learned")
     history = []
     for k in range(4):  # four updates of 16 events
         part = slice(16 * k, 16 * (k + 1))
@@ -212,11 +216,31 @@ def test_background_learning_runs_on_the_learning_thread_and_scores_one_update_b
         served = _weights(background.detector)
         expected = history[k - 1] if k >= 1 else _weights(_learner(False).detector)  # untrained at first
         assert all(torch.equal(a, b) for a, b in zip(served, expected, strict=True)), f"update {k}"
-    assert threads == {"streamwarden-learner_0"}
+    assert threads == (set() if process else {"streamwarden-learner_0"})
 
 
-def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_future():
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_future(process: bool):
     X, y = _stream(96, 2)
+    original = _learner(True, process)
+    for k in range(3):
+        _feed(original, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
+    from stream_models import checkpoint
+
+    saved = checkpoint.to_bytes({"detector": original.detector.state_dict(), "learner": original.state_dict()})
+    detector_state, learner_state = checkpoint.from_bytes(saved).values()
+    restored = _learner(True, not process)  # a state moves between a learning thread and the learning process
+    restored.detector.load_state_dict(detector_state)
+    restored.load_state_dict(learner_state)
+    for k in range(3, 6):
+        for learner in (original, restored):
+            _feed(learner, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
+        np.testing.assert_array_equal(original.detector.score_many(X), restored.detector.score_many(X))
+
+
+def test_a_state_saved_before_snapshots_were_kept_restores_to_the_same_future():
+    """Checkpoints written before `unpublished` existed held the copy one update ahead of the scoring detector."""
+    X, y = _stream(96, 4)
     original = _learner(True)
     for k in range(3):
         _feed(original, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
@@ -224,6 +248,7 @@ def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_futu
 
     saved = checkpoint.to_bytes({"detector": original.detector.state_dict(), "learner": original.state_dict()})
     detector_state, learner_state = checkpoint.from_bytes(saved).values()
+    del learner_state["unpublished"]
     restored = _learner(True)
     restored.detector.load_state_dict(detector_state)
     restored.load_state_dict(learner_state)
@@ -231,3 +256,31 @@ def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_futu
         for learner in (original, restored):
             _feed(learner, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
         np.testing.assert_array_equal(original.detector.score_many(X), restored.detector.score_many(X))
+
+
+def test_resync_starts_the_copy_from_the_scoring_detector_and_drops_the_older_snapshot():
+    X, y = _stream(48, 5)
+    learner = _learner(True)
+    _feed(learner, X[:16], y[:16], 0)  # update 0: its snapshot waits to be published at update 1
+    fitted = _weights(learner.detector)
+    learner.resync()
+    _feed(learner, X[16:32], y[16:32], 16)  # update 1 publishes nothing from before the resync
+    assert all(torch.equal(a, b) for a, b in zip(_weights(learner.detector), fitted, strict=True))
+
+
+def test_a_failing_learning_copy_raises_in_the_scoring_thread():
+    learner = _learner(True)
+    learner.observe_labels(["1"], [1])
+    learner.observe(np.zeros((16, 2), np.float32), event_ids=[str(i) for i in range(16)], ts=np.zeros(16))
+    learner.maybe_update(now_ts=1.0)  # 2 features for a 3-feature model: the copy's step fails in the process
+    with pytest.raises(ModelError, match="expected 3 features"):
+        learner.wait()
+
+
+def test_a_detector_pickle_cannot_send_learns_in_the_thread():
+    class LocalMLP(MLPClassifier):  # a local class: pickle cannot find it by name
+        pass
+
+    learner = OnlineLearner(LocalMLP(["a", "b", "c"], MLPClassifierConfig(hidden=(8,), seed=3)),
+                            OnlineLearnerConfig(background=True))
+    assert learner.mode == "thread"

@@ -4,6 +4,11 @@ replay, the drift LR boost, and state round trips."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -284,3 +289,36 @@ def test_a_detector_pickle_cannot_send_learns_in_the_thread():
     learner = OnlineLearner(LocalMLP(["a", "b", "c"], MLPClassifierConfig(hidden=(8,), seed=3)),
                             OnlineLearnerConfig(background=True))
     assert learner.mode == "thread"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="the learning process is Linux-only")
+def test_a_worker_killed_with_sigkill_leaves_no_learning_process_behind():
+    script = textwrap.dedent("""
+        import time
+        from stream_models.learner import OnlineLearner, OnlineLearnerConfig
+        from stream_models.mlp_classifier import MLPClassifier, MLPClassifierConfig
+        learner = OnlineLearner(MLPClassifier(["a"], MLPClassifierConfig(hidden=(4,))), OnlineLearnerConfig(background=True))
+        print(learner.mode, flush=True)
+        time.sleep(120)
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None and worker.stdout.readline().strip() == "process"
+        children = {int(pid) for task in Path(f"/proc/{worker.pid}/task").iterdir()
+                    for pid in (task / "children").read_text().split()}
+        assert len(children) == 1, children
+    finally:
+        worker.kill()
+        worker.wait()
+    (learning,) = children
+
+    def running() -> bool:  # an exited orphan may linger as a zombie until its new parent reaps it
+        try:
+            return Path(f"/proc/{learning}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(), "the learning process outlived its worker"

@@ -9,6 +9,7 @@ in its own fresh process, with a fresh consumer group, reading the topic from th
   d  Quix Streams Application + the same River model + quixstreams' RedisSink          quix_app.py
   e  `streamwarden run --domain D` with shipped settings (STREAMWARDEN_TOPICS__D=T, a fresh --group-id,
      --metrics-port to read its `streamwarden_events_total`, polled every 0.5 s)
+  f  the same with the optional fast client (STREAMWARDEN_KAFKA__CLIENT=confluent: `pip install streamwarden[fast]`)
 
 Steady events/s: events between the 10 % and the 90 % mark of the stream over the time between them (process
 start, group join and tail excluded). Wall s: the whole process (the worker's minus its 5 s idle timeout).
@@ -18,6 +19,7 @@ start, group join and tail excluded). Wall s: the whole process (the worker's mi
     .venv/bin/python -m bench.peers --domain sensors     # 50 devices x 8 channels x 4,000 steps
     .venv/bin/python -m bench.peers --domain sensors --peers ce --rounds 3   # c, e, c, e, c, e; median ratio
     .venv/bin/python -m bench.peers --domain sensors --peers e --topic T      # the worker alone on an existing topic
+    .venv/bin/python -m bench.peers --peers def --rounds 2    # Quix app, worker, worker with the fast client
 
 With --rounds N the consumers run N times in turn (a fresh group each time) and the median of the N worker / peer
 ratios is reported beside each round's: the machine's speed drifts over minutes, so one round can mislead.
@@ -52,6 +54,11 @@ PEERS = [  # id, what, module, module it needs
     ("c", "script: kafka-python+River+redis-py", "bench.peers.river_script", "river"),
     ("d", "Quix Streams+River+RedisSink", "bench.peers.quix_app", "quixstreams"),
 ]
+WORKERS = [  # id, what, kafka.client (None: the shipped kafka-python)
+    ("e", "streamwarden run (shipped)", None),
+    ("f", "streamwarden run, kafka.client=confluent", "confluent"),
+]
+WORKER_IDS = {w[0] for w in WORKERS}
 PEER_TIMEOUT_S = 1800
 
 
@@ -122,11 +129,12 @@ def crossing(samples: list[tuple[float, float]], target: float) -> float | None:
     return None
 
 
-def run_worker(domain: str, topic: str, group: str, total: int) -> tuple[dict, str]:
+def run_worker(domain: str, topic: str, group: str, total: int, client: str | None = None) -> tuple[dict, str]:
     port = free_port()
     argv = ["run", "--domain", domain, "--group-id", group, "--idle-timeout", str(IDLE_S), "--metrics-port", str(port)]
-    env = {**os.environ, f"STREAMWARDEN_TOPICS__{domain.upper()}": topic}
-    command = f"STREAMWARDEN_TOPICS__{domain.upper()}={topic} streamwarden {' '.join(argv)}"
+    settings = {f"STREAMWARDEN_TOPICS__{domain.upper()}": topic, **({"STREAMWARDEN_KAFKA__CLIENT": client} if client else {})}
+    env = {**os.environ, **settings}
+    command = " ".join(f"{k}={v}" for k, v in settings.items()) + f" streamwarden {' '.join(argv)}"
     samples: list[tuple[float, float]] = []
     with tempfile.TemporaryFile("w+") as log:
         t0 = time.perf_counter()
@@ -173,15 +181,20 @@ def run_round(domain: str, topic: str, total: int, args: argparse.Namespace, tag
         rows.append(row)
         print(f"[peers] {domain} {pid}: {json.dumps(row)}", file=sys.stderr, flush=True)
         time.sleep(2)
-    if "e" in args.peers:
-        result, command = run_worker(domain, topic, f"peers-e-{domain}-{tag}", total)
-        rows.append({"id": "e", "peer": "streamwarden run (shipped)",
-                     "command": command, **result})
-        print(f"[peers] {domain} e: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
-    worker = next((r.get("steady_events_per_s") for r in rows if r["id"] == "e"), None)
-    for r in rows:
-        if worker and r.get("steady_events_per_s"):
-            r["worker_over_peer"] = worker / r["steady_events_per_s"]
+    for wid, what, client in WORKERS:
+        if wid not in args.peers:
+            continue
+        if client and importlib.util.find_spec("confluent_kafka") is None:
+            rows.append({"id": wid, "peer": what, "skipped": "confluent_kafka is not importable (pip install -e '.[fast]')"})
+            continue
+        result, command = run_worker(domain, topic, f"peers-{wid}-{domain}-{tag}", total, client)
+        rows.append({"id": wid, "peer": what, "command": command, **result})
+        print(f"[peers] {domain} {wid}: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+    for wid, *_ in WORKERS:
+        worker = next((r.get("steady_events_per_s") for r in rows if r["id"] == wid), None)
+        for r in rows:
+            if worker and r.get("steady_events_per_s") and r["id"] not in WORKER_IDS:
+                r[f"{wid}_over_peer"] = worker / r["steady_events_per_s"]
     return rows
 
 
@@ -196,12 +209,16 @@ def bench_domain(domain: str, args: argparse.Namespace, stamp: str) -> dict:
     rows = []
     for k in range(1, args.rounds + 1):
         rows += [{"round": k, **r} for r in run_round(domain, topic, total, args, stamp if k == 1 else f"{stamp}-r{k}")]
-    ratios: dict[str, list[float]] = {}
-    for r in rows:
-        if "worker_over_peer" in r and r["id"] != "e":
-            ratios.setdefault(r["id"], []).append(r["worker_over_peer"])
+    medians = {}
+    for wid, *_ in WORKERS:
+        ratios: dict[str, list[float]] = {}
+        for r in rows:
+            if f"{wid}_over_peer" in r:
+                ratios.setdefault(r["id"], []).append(r[f"{wid}_over_peer"])
+        if ratios:
+            medians[wid] = {pid: float(np.median(v)) for pid, v in ratios.items()}
     return {"topic": topic, "events": total, "produce": produce_cmd, "rounds": args.rounds, "peers": rows,
-            "median_worker_over_peer": {pid: float(np.median(v)) for pid, v in ratios.items()}}
+            "median_over_peer": medians}
 
 
 def print_table(domain: str, block: dict) -> None:
@@ -209,19 +226,22 @@ def print_table(domain: str, block: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"{domain}: {block['events']:,} events, 1 partition")
-    for name in ("round", "peer", "events", "steady events/s", "wall s", "worker / peer"):
+    workers = list(block["median_over_peer"])
+    for name in ("round", "peer", "events", "steady events/s", "wall s", *[f"{w} / peer" for w in workers]):
         table.add_column(name, justify="left" if name == "peer" else "right")
     for r in block["peers"]:
         if "steady_events_per_s" not in r:
             table.add_row(str(r["round"]), f"{r['id']}  {r['peer']}", "-",
-                          r.get("skipped") or r.get("error", "")[:80], "-", "-")
+                          r.get("skipped") or r.get("error", "")[:80], "-", *["-"] * len(workers))
             continue
-        steady, ratio = r["steady_events_per_s"], r.get("worker_over_peer")
+        steady = r["steady_events_per_s"]
+        ratios = [r.get(f"{w}_over_peer") for w in workers]
         table.add_row(str(r["round"]), f"{r['id']}  {r['peer']}", f"{r['events']:,}", f"{steady:,.0f}" if steady else "-",
-                      f"{r['wall_s']:.1f}", f"{ratio:.2f}x" if ratio else "-")
+                      f"{r['wall_s']:.1f}", *[f"{x:.2f}x" if x else "-" for x in ratios])
     Console(width=120).print(table)
-    for pid, ratio in block["median_worker_over_peer"].items():
-        print(f"{domain}: worker / peer {pid}, median over {block['rounds']} round(s): {ratio:.2f}x")
+    for wid, medians in block["median_over_peer"].items():
+        for pid, ratio in medians.items():
+            print(f"{domain}: {wid} / peer {pid}, median over {block['rounds']} round(s): {ratio:.2f}x")
 
 
 def machine() -> dict:

@@ -224,43 +224,38 @@ def test_background_learning_runs_beside_the_scoring_thread_and_scores_one_updat
     assert threads == (set() if process else {"streamwarden-learner_0"})
 
 
-@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
-def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_future(process: bool):
-    X, y = _stream(96, 2)
+def _assert_restored_state_continues_identically(seed: int, restore_in_process: bool, process: bool = True,
+                                                 edit_state=lambda state: None) -> None:
+    """Three updates, a checkpoint round trip of detector and learner (the learner's state passed through
+    `edit_state`), then three more updates: the original and the restored learner must score the same."""
+    from stream_models import checkpoint
+
+    X, y = _stream(96, seed)
     original = _learner(True, process)
     for k in range(3):
         _feed(original, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
-    from stream_models import checkpoint
-
     saved = checkpoint.to_bytes({"detector": original.detector.state_dict(), "learner": original.state_dict()})
     detector_state, learner_state = checkpoint.from_bytes(saved).values()
-    restored = _learner(True, not process)  # a state moves between a learning thread and the learning process
+    edit_state(learner_state)
+    restored = _learner(True, restore_in_process)
     restored.detector.load_state_dict(detector_state)
     restored.load_state_dict(learner_state)
     for k in range(3, 6):
         for learner in (original, restored):
             _feed(learner, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
         np.testing.assert_array_equal(original.detector.score_many(X), restored.detector.score_many(X))
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["thread", "process"])
+def test_a_background_learner_state_holds_the_copy_and_restores_to_the_same_future(process: bool):
+    # a state moves between a learning thread and the learning process
+    _assert_restored_state_continues_identically(2, restore_in_process=not process, process=process)
 
 
 def test_a_state_saved_before_snapshots_were_kept_restores_to_the_same_future():
     """Checkpoints written before `unpublished` existed held the copy one update ahead of the scoring detector."""
-    X, y = _stream(96, 4)
-    original = _learner(True)
-    for k in range(3):
-        _feed(original, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
-    from stream_models import checkpoint
-
-    saved = checkpoint.to_bytes({"detector": original.detector.state_dict(), "learner": original.state_dict()})
-    detector_state, learner_state = checkpoint.from_bytes(saved).values()
-    del learner_state["unpublished"]
-    restored = _learner(True)
-    restored.detector.load_state_dict(detector_state)
-    restored.load_state_dict(learner_state)
-    for k in range(3, 6):
-        for learner in (original, restored):
-            _feed(learner, X[16 * k:16 * (k + 1)], y[16 * k:16 * (k + 1)], 16 * k)
-        np.testing.assert_array_equal(original.detector.score_many(X), restored.detector.score_many(X))
+    _assert_restored_state_continues_identically(4, restore_in_process=True,
+                                                 edit_state=lambda state: state.pop("unpublished"))
 
 
 def test_resync_starts_the_copy_from_the_scoring_detector_and_drops_the_older_snapshot():

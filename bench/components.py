@@ -4,7 +4,8 @@
                   (the sensors default: window 30, freeze after 400, drift horizon 800), after 30,000 warm-up readings
   mlp_step        one MLPClassifier.learn_many step: batch 256, 40 features, the shipped MLP (hidden 500, dropout 0.2)
 
-Each is the best of 5 repeats, torch on one thread (as the worker runs it). Compare commits back to back:
+Each is the best of 5 repeats, with torch's threads set as the worker sets them (the shipped `runner.torch_threads`,
+through `set_torch_threads`). Compare commits back to back:
 
     .venv/bin/python -m bench.components
     PYTHONPATH=/path/to/worktree-of-older-commit .venv/bin/python bench/components.py
@@ -63,7 +64,11 @@ def mlp_step() -> float:
 
 
 def main() -> None:
-    torch.set_num_threads(1)
+    from pipeline.settings import Settings
+    from stream_models.device import set_torch_threads
+
+    set_torch_threads(Settings().runner.torch_threads)  # what the worker does with the shipped settings
+    print(f"torch threads: {torch.get_num_threads()}")
     print(f"sensor_windows: {sensor_windows() * 1e3:.2f} ms per 2,000 readings")
     print(f"mlp_step: {mlp_step() * 1e3:.3f} ms per step")
 

@@ -54,9 +54,9 @@ PEERS = [  # id, what, module, module it needs
     ("c", "script: kafka-python+River+redis-py", "bench.peers.river_script", "river"),
     ("d", "Quix Streams+River+RedisSink", "bench.peers.quix_app", "quixstreams"),
 ]
-WORKERS = [  # id, what, kafka.client (None: the shipped kafka-python)
-    ("e", "streamwarden run (shipped)", None),
-    ("f", "streamwarden run, kafka.client=confluent", "confluent"),
+WORKERS = [  # id, what, kafka.client (None: the shipped kafka-python), module it needs
+    ("e", "streamwarden run (shipped)", None, "kafka"),
+    ("f", "streamwarden run, kafka.client=confluent", "confluent", "confluent_kafka"),
 ]
 WORKER_IDS = {w[0] for w in WORKERS}
 PEER_TIMEOUT_S = 1800
@@ -93,6 +93,13 @@ def topic_size(bootstrap: str, topic: str) -> int:
         return sum(ends[p] - starts[p] for p in parts)
     finally:
         consumer.close()
+
+
+def not_importable(module: str) -> str | None:
+    """Why a consumer is skipped, or None when `module` can be imported."""
+    if importlib.util.find_spec(module) is None:
+        return f"{module} is not importable (pip install -e '.[bench]')"
+    return None
 
 
 def run_peer(module: str, argv: list[str]) -> dict:
@@ -174,18 +181,18 @@ def run_round(domain: str, topic: str, total: int, args: argparse.Namespace, tag
         argv = ["--bootstrap", bootstrap, "--topic", topic, "--group", group, "--events", str(total),
                 "--domain", domain, "--redis-url", redis_url]
         row = {"id": pid, "peer": what, "command": f"python -m {module} {' '.join(argv)}"}
-        if importlib.util.find_spec(needs) is None:
-            row["skipped"] = f"{needs} is not importable (pip install -e '.[bench]')"
+        if missing := not_importable(needs):
+            row["skipped"] = missing
         else:
             row.update(run_peer(module, argv))
         rows.append(row)
         print(f"[peers] {domain} {pid}: {json.dumps(row)}", file=sys.stderr, flush=True)
         time.sleep(2)
-    for wid, what, client in WORKERS:
+    for wid, what, client, needs in WORKERS:
         if wid not in args.peers:
             continue
-        if client and importlib.util.find_spec("confluent_kafka") is None:
-            rows.append({"id": wid, "peer": what, "skipped": "confluent_kafka is not importable (pip install -e '.[fast]')"})
+        if missing := not_importable(needs):
+            rows.append({"id": wid, "peer": what, "skipped": missing})
             continue
         result, command = run_worker(domain, topic, f"peers-{wid}-{domain}-{tag}", total, client)
         rows.append({"id": wid, "peer": what, "command": command, **result})

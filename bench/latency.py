@@ -3,15 +3,20 @@
 Steps, each a `streamwarden` command in its own process (shipped settings; only the topic name and a fresh
 group are set, as a user would):
   1. `streamwarden dev up` (local Kafka + Redis);
-  2. `streamwarden run --domain transactions --group-id G --idle-timeout 30` with `STREAMWARDEN_TOPICS__TRANSACTIONS=T`,
+  2. with `--rate half` (the default), the worker's top rate on this machine now: the whole simulator stream
+     (`streamwarden produce --scale 5000 --days 30`) into a topic of its own, then `streamwarden run` over it, its
+     steady events/s (10 % to 90 % of the stream) read from its Prometheus counter, as `bench.peers` does; the paced
+     stream below runs at half of it (a fixed rate from an earlier session overloads a slower VM, or idles a faster one);
+  3. `streamwarden run --domain transactions --group-id G --idle-timeout 30` with `STREAMWARDEN_TOPICS__TRANSACTIONS=T`,
      started first so it is waiting on the empty topic;
-  3. `streamwarden produce --scale 5000 --days 30 --topic T --rate R --limit N` (simulator transactions, paced).
+  4. `streamwarden produce --scale 5000 --days 30 --topic T --rate R --limit N` (simulator transactions, paced).
 Latency of an alert = its Redis stream entry time (the XADD inside the sink's script: when subscribers can see it)
 minus its Kafka record's timestamp (CreateTime, set by the producer at send). Alerts of the first `--warmup-s`
 seconds of the stream are left out. The alerts are this run's: simulator ids carry a run id.
 
-    .venv/bin/python -m bench.latency --rate 2100 --seconds 60     # half of bench.run_speed's 4,212 events/s
-    .venv/bin/python -m bench.latency --rate 2600 --seconds 60 --client confluent   # half of its 5,261
+    .venv/bin/python -m bench.latency --seconds 60                  # half of the top rate measured in the same run
+    .venv/bin/python -m bench.latency --rate 6400 --seconds 60      # a set rate
+    .venv/bin/python -m bench.latency --seconds 60 --client confluent   # the optional fast client
 """
 
 from __future__ import annotations
@@ -50,9 +55,25 @@ def record_times(bootstrap: str, topic: str, expected: int) -> dict[str, int]:
     return out
 
 
+def top_rate(stamp: str, client: str | None) -> dict:
+    """The worker's top steady rate on this machine now, as `bench.peers` measures it: the whole simulator stream
+    produced unpaced into a topic of its own, then `streamwarden run` over it (shipped settings, events/s between the
+    10 % and the 90 % mark, read from its Prometheus counter)."""
+    from bench.peers.__main__ import run_worker, topic_size
+
+    topic = f"latency-top-{stamp}"
+    cli("produce", "--scale", "5000", "--days", "30", "--topic", topic)
+    total = topic_size(os.environ.get("STREAMWARDEN_KAFKA", "127.0.0.1:9092"), topic)
+    row, command = run_worker("transactions", topic, topic, total, client)
+    if not row.get("steady_events_per_s"):
+        raise SystemExit(f"could not measure the top rate: {row}")
+    return {**row, "command": command}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=2100.0, help="events/s sent (default: half the measured top rate)")
+    ap.add_argument("--rate", default="half",
+                    help="events/s sent; 'half' (default): half the worker's top steady rate, measured first in this run")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup-s", type=float, default=10.0)
     add_client_option(ap, "latency")
@@ -62,11 +83,17 @@ def main(argv: list[str] | None = None) -> int:
 
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     topic = group = f"latency-{stamp}"
-    limit = int(args.rate * args.seconds)
     cli("dev", "up")
     bootstrap = os.environ.get("STREAMWARDEN_KAFKA", "127.0.0.1:9092")
     client = redis.Redis.from_url(os.environ.get("STREAMWARDEN_REDIS_URL", "redis://127.0.0.1:6379/0"))
     start_id = client.xinfo_stream(STREAM)["last-generated-id"].decode() if client.exists(STREAM) else "0-0"
+    top = None
+    if args.rate == "half":
+        top = top_rate(stamp, args.client)
+        rate = round(top["steady_events_per_s"] / 2)
+    else:
+        rate = float(args.rate)
+    limit = int(rate * args.seconds)
     cli("produce", "--limit", "1", "--topic", topic)  # the topic exists before the worker subscribes
     settings_env = worker_settings_env(topic, args.client)
     env = {**os.environ, **settings_env}
@@ -77,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     worker = subprocess.Popen([exe, *run_args], cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
                               text=True)
     time.sleep(15)  # imports, models, group join: the worker waits on the topic before the paced stream starts
-    produce_args = ["produce", "--scale", "5000", "--days", "30", "--topic", topic, "--rate", str(args.rate),
+    produce_args = ["produce", "--scale", "5000", "--days", "30", "--topic", topic, "--rate", str(rate),
                     "--limit", str(limit)]
     produced = cli(*produce_args, capture=True).stdout
     run_id = re.search(r"run\s+id\s+(\w+)", produced).group(1)  # type: ignore[union-attr]
@@ -101,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "commands": [" ".join(f"{k}={v}" for k, v in settings_env.items()) + f" streamwarden {' '.join(run_args)}",
                      f"streamwarden {' '.join(produce_args)}"],
-        "rate": args.rate, "events": limit, "alerts": alerts, "alerts_after_warmup": len(lat),
+        "rate": rate, "top_rate": top, "events": limit, "alerts": alerts, "alerts_after_warmup": len(lat),
         "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "max_ms": float(lat.max()) if len(lat) else None,

@@ -123,7 +123,8 @@ class EntityHistory:
     """Per-entity ring buffers of recent events (card, terminal), with an LRU bound on the number of entities.
 
     `fields` maps a name to (dtype, fill value); each entity has `capacity` positions per field, and the
-    capacity doubles when an append would overwrite an event still inside the caller's look-back.
+    capacity grows by half when an append would overwrite an event still inside the caller's look-back (by half, not
+    double: the slack is memory, checkpoint bytes and work for every window feature, per entity).
 
     >>> h = EntityHistory({"ts": (np.dtype(np.float64), -np.inf)}, max_entities=2, capacity=4)
     >>> slots = h.slots(["a", "b"])
@@ -206,7 +207,8 @@ class EntityHistory:
         return k
 
     def _grow_capacity(self) -> None:
-        cap, new_cap = self.capacity, self.capacity * 2
+        cap = self.capacity
+        new_cap = cap + max(1, cap // 2)
         p = np.arange(cap)[None, :]
         h = self.head[:, None]
         k = h - 1 - ((h - 1 - p) % cap)  # (S, C) absolute index stored at each position

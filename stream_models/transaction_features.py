@@ -84,7 +84,7 @@ class TransactionFeaturesConfig:
     sequence_length: int = 5  # per-card sequence kept for sequence models; 0 disables it
     max_cards: int = 2_000_000  # LRU bound on card states
     max_terminals: int = 2_000_000  # LRU bound on terminal states
-    initial_capacity: int = 32  # events kept per entity; doubles when a window needs more
+    initial_capacity: int = 32  # events kept per entity; grows by half when a window needs more
     time_cap_days: float = 30.0  # cap for "time since" features
     attributes: tuple[AttributeSpec, ...] = ()
 

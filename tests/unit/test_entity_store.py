@@ -28,7 +28,7 @@ def test_the_least_recently_seen_entity_is_evicted_and_comes_back_empty():
     assert h.gather(slot)["amount"].tolist() == [[0.0] * h.capacity]
 
 
-def test_capacity_doubles_instead_of_overwriting_an_event_inside_the_look_back():
+def test_capacity_grows_instead_of_overwriting_an_event_inside_the_look_back():
     h = EntityHistory(FIELDS, max_entities=4, capacity=2)
     for t in range(5):
         _append(h, ["a"], float(t), float(t), keep_after=-1.0)  # every event is still needed

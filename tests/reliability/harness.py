@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -75,18 +76,29 @@ def encoded(events: Sequence[Any]) -> list[tuple[bytes | None, bytes]]:
     return [(e.card_id.encode(), encode_event(e)) for e in events]
 
 
-def produce_paced(bootstrap: str, topic: str, items: Sequence[tuple[bytes | None, bytes]], rate: float) -> None:
-    """Send at about `rate` messages per second (a stream that lasts), then wait for the acknowledgements."""
+def produce_paced(bootstrap: str, topic: str, items: Sequence[tuple[bytes | None, bytes]], rate: float, *,
+                  trickle_after: int | None = None, until: threading.Event | None = None) -> None:
+    """Send at about `rate` messages per second (a stream that lasts), then wait for the acknowledgements. With
+    `trickle_after` and `until`: from that many messages on, one message every 0.1 s until `until` is set, then
+    `rate` again, so a test's late worker (a slow machine's start-up takes minutes beside busy workers) still
+    finds a stream to join."""
     from ingest.producer import EventProducer
 
     chunk = max(1, int(rate / 10))
-    started = time.monotonic()
+    started, sent = time.monotonic(), 0
     with EventProducer(bootstrap) as producer:
-        for i in range(0, len(items), chunk):
-            for key, value in items[i : i + chunk]:
+        while sent < len(items):
+            trickle = trickle_after is not None and until is not None and sent >= trickle_after and not until.is_set()
+            n = 1 if trickle else chunk
+            for key, value in items[sent : sent + n]:
                 producer.send(topic, key, value)
             producer.flush()
-            time.sleep(max(0.0, started + (i + chunk) / rate - time.monotonic()))
+            sent += n
+            if trickle:
+                time.sleep(0.1)
+                started = time.monotonic() - sent / rate  # the pace goes on from here once released
+            else:
+                time.sleep(max(0.0, started + sent / rate - time.monotonic()))
         if producer.failed:
             raise AssertionError(f"{producer.failed} messages were not delivered: {producer.last_error}")
 

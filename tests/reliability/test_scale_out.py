@@ -17,7 +17,7 @@ from tests.reliability import harness as h
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-N, PARTITIONS, RATE = 9_000, 6, 200.0  # a 45 s stream: three worker start-ups fit in it
+N, PARTITIONS, RATE = 9_000, 6, 200.0  # a 45 s stream; its last third trickles until the scale-out is done
 
 
 def _card_columns() -> list[int]:
@@ -43,20 +43,23 @@ def test_two_then_three_workers_and_a_kill(kafka_bootstrap: str, redis_url: str,
     def scored() -> int:
         return sum(h.scored_count(w.scored_log) for w in pool)
 
-    producer = threading.Thread(target=h.produce_paced, args=(kafka_bootstrap, topic, items, RATE), daemon=True)
+    scaled_out = threading.Event()
+    producer = threading.Thread(target=h.produce_paced, args=(kafka_bootstrap, topic, items, RATE), daemon=True,
+                                kwargs={"trickle_after": 2 * N // 3, "until": scaled_out})
     with h.workers(single, *pool):
         producer.start()
         single.start()
         pool[0].start()
-        h.wait_until(lambda: scored() >= N // 8, 120, "an eighth of the events")
+        h.wait_until(lambda: scored() >= N // 8, 240, "an eighth of the events")
         pool[1].start()
-        h.wait_until(lambda: h.scored_count(pool[1].scored_log) > 0, 120, "worker 2 to take partitions")
+        h.wait_until(lambda: h.scored_count(pool[1].scored_log) > 0, 240, "worker 2 to take partitions")
         pool[2].start()
-        h.wait_until(lambda: h.scored_count(pool[2].scored_log) > 0, 120, "worker 3 to take partitions")
+        h.wait_until(lambda: h.scored_count(pool[2].scored_log) > 0, 240, "worker 3 to take partitions")
         pool[1].kill9()
         killed_at = scored()
+        scaled_out.set()
         assert killed_at < N, "the stream ended before the kill: nothing was handed over mid-stream"
-        producer.join(120)
+        producer.join(240)
         assert not producer.is_alive()
         for w in (pool[0], pool[2], single):
             assert w.wait(150) == 0, w.log_tail()

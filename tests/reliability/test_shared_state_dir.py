@@ -37,19 +37,22 @@ def test_two_workers_one_state_dir_and_a_kill(kafka_bootstrap: str, redis_url: s
     def scored() -> int:
         return h.scored_count(first.scored_log) + h.scored_count(second.scored_log)
 
-    producer = threading.Thread(target=h.produce_paced, args=(kafka_bootstrap, topic, items, RATE), daemon=True)
+    restarted = threading.Event()  # the stream's last third trickles until the restarted worker scores
+    producer = threading.Thread(target=h.produce_paced, args=(kafka_bootstrap, topic, items, RATE), daemon=True,
+                                kwargs={"trickle_after": 2 * N // 3, "until": restarted})
     with h.workers(first, second):
         producer.start()
         first.start()
-        h.wait_until(lambda: scored() >= N // 10, 120, "a tenth of the events")
+        h.wait_until(lambda: scored() >= N // 10, 240, "a tenth of the events")
         second.start()
-        h.wait_until(lambda: h.scored_count(second.scored_log) > 0, 120, "the second worker to take partitions")
+        h.wait_until(lambda: h.scored_count(second.scored_log) > 0, 240, "the second worker to take partitions")
         h.wait_until(lambda: len(list(state_dir.glob("*.ckpt"))) == 2, 60, "both workers to checkpoint")
         second.kill9()
         killed_at = scored()
         second.start()
-        h.wait_until(lambda: scored() > killed_at + 100, 120, "scoring to go on after the restart")
-        producer.join(120)
+        h.wait_until(lambda: scored() > killed_at + 100, 240, "scoring to go on after the restart")
+        restarted.set()
+        producer.join(240)
         assert not producer.is_alive()
         for w in (first, second):
             assert w.wait(150) == 0, w.log_tail()

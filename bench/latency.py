@@ -55,7 +55,7 @@ def record_times(bootstrap: str, topic: str, expected: int) -> dict[str, int]:
     return out
 
 
-def top_rate(stamp: str, client: str | None) -> dict:
+def top_rate(bootstrap: str, stamp: str, client: str | None) -> dict:
     """The worker's top steady rate on this machine now, as `bench.peers` measures it: the whole simulator stream
     produced unpaced into a topic of its own, then `streamwarden run` over it (shipped settings, events/s between the
     10 % and the 90 % mark, read from its Prometheus counter)."""
@@ -63,16 +63,21 @@ def top_rate(stamp: str, client: str | None) -> dict:
 
     topic = f"latency-top-{stamp}"
     cli("produce", "--scale", "5000", "--days", "30", "--topic", topic)
-    total = topic_size(os.environ.get("STREAMWARDEN_KAFKA", "127.0.0.1:9092"), topic)
+    total = topic_size(bootstrap, topic)
     row, command = run_worker("transactions", topic, topic, total, client)
     if not row.get("steady_events_per_s"):
         raise SystemExit(f"could not measure the top rate: {row}")
     return {**row, "command": command}
 
 
+def rate_arg(value: str) -> str | float:
+    """`--rate`: "half" or events/s (argparse calls a bad value "invalid rate_arg value")."""
+    return value if value == "half" else float(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", default="half",
+    ap.add_argument("--rate", default="half", type=rate_arg,
                     help="events/s sent; 'half' (default): half the worker's top steady rate, measured first in this run")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--warmup-s", type=float, default=10.0)
@@ -86,14 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     cli("dev", "up")
     bootstrap = os.environ.get("STREAMWARDEN_KAFKA", "127.0.0.1:9092")
     client = redis.Redis.from_url(os.environ.get("STREAMWARDEN_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    start_id = client.xinfo_stream(STREAM)["last-generated-id"].decode() if client.exists(STREAM) else "0-0"
-    top = None
-    if args.rate == "half":
-        top = top_rate(stamp, args.client)
-        rate = round(top["steady_events_per_s"] / 2)
-    else:
-        rate = float(args.rate)
+    top = top_rate(bootstrap, stamp, args.client) if args.rate == "half" else None
+    rate = round(top["steady_events_per_s"] / 2) if top else args.rate
     limit = int(rate * args.seconds)
+    start_id = client.xinfo_stream(STREAM)["last-generated-id"].decode() if client.exists(STREAM) else "0-0"
     cli("produce", "--limit", "1", "--topic", topic)  # the topic exists before the worker subscribes
     settings_env = worker_settings_env(topic, args.client)
     env = {**os.environ, **settings_env}

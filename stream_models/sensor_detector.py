@@ -96,14 +96,16 @@ class TorchWindowDetector(ABC):
         if len(X) == 0:
             return np.zeros((0, self.config.n_channels))
         was_training = self.net.training
-        self.net.eval()
-        with torch.no_grad():
+        if was_training:  # a frozen model stays in eval mode: no module walk per call
+            self.net.eval()
+        with torch.inference_mode():
             pred, target = self._outputs(self._tensor(X))  # (B, T, C)
             err = (pred - target).pow(2)  # (B, T, C)
             if self.config.score_last:
                 err = err[:, -self.config.score_last :]
             per_channel = err.mean(dim=1)  # (B, C)
-        self.net.train(was_training)
+        if was_training:
+            self.net.train()
         return per_channel.double().cpu().numpy()
 
     # ---------------------------------------------------------------- Detector
@@ -133,6 +135,7 @@ class TorchWindowDetector(ABC):
                 loss.backward()
                 self.optimizer.step()
                 self.n_updates += 1
+        self.net.eval()  # scoring runs in eval mode: left there, a scoring call needs no module walk
 
     def fit(self, X: np.ndarray, epochs: int) -> TorchWindowDetector:
         """Batch training (warm-up): `epochs` shuffled passes over X."""

@@ -143,30 +143,40 @@ class SensorWindows:
         batch = _Batch(slots, ranks, values, ts, out, ready)
         start = 0
         seen: dict[str, int] = {}  # device -> occurrences in the current chunk
-        last_at: dict[str, float] = {}  # device -> time of its latest event in the current chunk
-        chunk_now = self._now  # newest event time up to (not including) event i
-        for i, key in enumerate(keys):
+        last_at: dict[str, float] = {}  # device -> time of its latest event in the current chunk (ttl only)
+        chunk_now = self._now  # newest event time up to (not including) event i (ttl only)
+        ttl, max_devices, slot_of = self.config.ttl_s, self.config.max_devices, self._devices.slot
+        rank_list: list[int] = []  # ranks and slots of events start.. (Python lists: a per-event numpy store is slow)
+        slot_list: list[int] = []
+
+        def apply_up_to(i: int) -> None:
+            ranks[start:i], slots[start:i] = rank_list, slot_list
+            rank_list.clear()
+            slot_list.clear()
+            self._apply(slice(start, i), batch)
+
+        for i, (key, t) in enumerate(zip(keys, ts.tolist(), strict=True)):
             # a chunk never holds more devices than the LRU bound, so eviction inside a chunk
             # never hits a device of that chunk
-            if key not in seen and len(seen) >= self.config.max_devices:
-                self._apply(slice(start, i), batch)
+            if key not in seen and len(seen) >= max_devices:
+                apply_up_to(i)
                 start, seen, last_at = i, {}, {}
-            if self.config.ttl_s is not None:
+            if ttl is not None:
                 # one-by-one processing would have expired the device before this event
-                if key in seen and chunk_now - last_at[key] > self.config.ttl_s:
-                    self._apply(slice(start, i), batch)
+                if key in seen and chunk_now - last_at[key] > ttl:
+                    apply_up_to(i)
                     start, seen, last_at = i, {}, {}
                     self._devices.release(key)
                 elif key not in seen and key in self._devices:
-                    if chunk_now - self._last_ts[self._devices.order[key]] > self.config.ttl_s:
+                    if chunk_now - self._last_ts[self._devices.order[key]] > ttl:
                         self._devices.release(key)
+                last_at[key] = t
+                chunk_now = max(chunk_now, t)
             r = seen.get(key, 0)
             seen[key] = r + 1
-            last_at[key] = ts[i]
-            chunk_now = max(chunk_now, ts[i])
-            ranks[i] = r
-            slots[i] = self._devices.slot(key)
-        self._apply(slice(start, B), batch)
+            rank_list.append(r)
+            slot_list.append(slot_of(key))
+        apply_up_to(B)
         self._expire()
         return keys, out, ready
 

@@ -328,10 +328,11 @@ class StreamEngine:
         out.suppressed[part] = raw & ~alarms
         gate = np.ones(len(keys), bool)
         if self.config.quiet_rows and self.alarm_filter is not None:
-            for j, key in enumerate(keys):
-                since = 0 if raw[j] else self._since_flag.get(key, self.config.quiet_rows) + 1
-                self._since_flag[key] = since
-                gate[j] = since > self.config.quiet_rows
+            quiet, since_flag, open_gate = self.config.quiet_rows, self._since_flag, []
+            for key, flagged in zip(keys, raw.tolist(), strict=True):
+                since = since_flag[key] = 0 if flagged else since_flag.get(key, quiet) + 1
+                open_gate.append(since > quiet)
+            gate = np.array(open_gate, bool)
         if len(rows):
             for kind, values in inputs.items():
                 self._pending.inputs.setdefault(kind, []).append(values[local])

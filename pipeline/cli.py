@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.collector import relax_for_startup
 from pipeline.dev_cli import dev_app
 from pipeline.errors import CheckpointMismatch, ConfigError
 from pipeline.settings import Settings, load_settings
@@ -56,6 +57,7 @@ def fail(message: str, exc: BaseException | None = None, code: int = 2) -> typer
 def console_script() -> None:
     """The `streamwarden` command. In-process callers (typer's CliRunner) call `app` and keep a normal exit."""
     _options["console_script"] = True
+    relax_for_startup()
     app()
 
 

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from pipeline.collector import freeze_long_lived
 from pipeline.errors import CheckpointMismatch
 from pipeline.observability import RunnerMetrics
 from stream_models.engine import DomainBatch
@@ -224,11 +225,17 @@ class Runner:
         if self.config.freeze_gc:
             # What exists now (imported modules, models) lives as long as the worker: hidden from the cyclic
             # collector, a full collection no longer walks ~0.5 M startup objects (a 200 ms pause here).
-            gc.collect()
-            gc.freeze()
+            freeze_long_lived()
+        models_frozen = not self.config.freeze_gc
         try:
             while not self._stop.is_set():
                 n = self.step()
+                if n and not models_frozen and self._models_built():
+                    # a domain whose features come from its first events (sensors) builds its models, and imports
+                    # the torch modules they need (~140,000 objects), in its first batch: hidden from the collector
+                    # too, or every full collection walks them (~150 ms, every few seconds)
+                    freeze_long_lived()
+                    models_frozen = True
                 now = self.clock()
                 gap, last = now - last, now
                 if self._stop.is_set():
@@ -253,6 +260,10 @@ class Runner:
                 gc.unfreeze()
             self.shutdown(clean)
         return self.stats
+
+    def _models_built(self) -> bool:
+        """Whether every domain's models exist (a domain builds them once it knows its features)."""
+        return all(p.detectors() for p in self.processors.values() if hasattr(p, "detectors"))
 
     def step(self) -> int:
         """Process one polled batch; returns the number of records."""

@@ -11,7 +11,6 @@ changepoint for NAB) instead of many.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,22 +41,22 @@ class AlarmFilter:
         self.config = config or AlarmFilterConfig()
         self._mask = (1 << self.config.n) - 1
         self._off = self.config.m - 1 if self.config.m_off is None else self.config.m_off
-        self._state: OrderedDict[str, tuple[int, bool]] = OrderedDict()  # device -> (flag bits, alarm on)
+        self._state: dict[str, tuple[int, bool]] = {}  # device -> (flag bits, alarm on), least recent first
 
     def update_many(self, keys: Sequence[str], flags: Sequence[bool] | np.ndarray) -> np.ndarray:
         """Feed the raw flags (arrival order); returns the filtered alarms (B,) bool."""
-        out = np.zeros(len(keys), dtype=bool)
-        state, cfg = self._state, self.config
-        for i, (key, flag) in enumerate(zip(keys, np.asarray(flags, dtype=bool).tolist(), strict=True)):
-            bits, on = state.pop(key, (0, False))
-            bits = ((bits << 1) | int(flag)) & self._mask
+        state, m, off, mask = self._state, self.config.m, self._off, self._mask
+        out = []
+        for key, flag in zip(keys, np.asarray(flags, dtype=bool).tolist(), strict=True):
+            bits, on = state.pop(key, (0, False))  # popped and put back: the device becomes the most recent
+            bits = ((bits << 1) | flag) & mask
             count = bits.bit_count()
-            on = count > self._off if on else count >= cfg.m
+            on = count > off if on else count >= m
             state[key] = (bits, on)
-            out[i] = on
-        while len(state) > cfg.max_devices:
-            state.popitem(last=False)
-        return out
+            out.append(on)
+        while len(state) > self.config.max_devices:
+            del state[next(iter(state))]
+        return np.array(out, dtype=bool)
 
     def reset(self, key: str | None = None) -> None:
         """Forget one device (or all)."""
@@ -74,6 +73,6 @@ class AlarmFilter:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        self._state = OrderedDict(
+        self._state = dict(
             (d, (int(b), bool(o))) for d, b, o in zip(snap["devices"], snap["bits"], snap["on"], strict=True)
         )

@@ -359,21 +359,21 @@ class StreamEngine:
         afresh (it warms up again like a new device). Returns the muted rows."""
         muted = np.zeros(len(keys), bool)
         gap, regime = self.config.episode_gap_rows, self.config.regime_rows
-        for j, key in enumerate(keys):
+        for j, (key, alarm) in enumerate(zip(keys, alarms.tolist(), strict=True)):
             if key in self._regime_pending:
                 muted[j] = True
                 continue
             # [rows, quiet rows since its last alarm, start ts, peak, opener id, opener's threshold]
             episode = self._episodes.get(key)
             if episode is None:
-                if not alarms[j]:
+                if not alarm:
                     continue
                 _, score, threshold = out.verdict(part.start + j)
                 episode = self._episodes[key] = [0, 0, float(ts[j]), score, ids[j], threshold]
                 out.episodes.append((part.start + j, "open",
                                      Episode(ids[j], float(ts[j]), float(ts[j]), score, 1, threshold)))
             episode[0] += 1
-            if alarms[j]:
+            if alarm:
                 episode[1] = 0
                 episode[3] = max(episode[3], out.verdict(part.start + j)[1])
             else:

@@ -226,14 +226,14 @@ class Runner:
             # What exists now (imported modules, models) lives as long as the worker: hidden from the cyclic
             # collector, a full collection no longer walks ~0.5 M startup objects (a 200 ms pause here).
             freeze_long_lived()
-        models_frozen = not self.config.freeze_gc
+        # a domain whose features come from its first events (sensors) builds its models in its first batch
+        models_frozen = not self.config.freeze_gc or self._models_built()
         try:
             while not self._stop.is_set():
                 n = self.step()
                 if n and not models_frozen and self._models_built():
-                    # a domain whose features come from its first events (sensors) builds its models, and imports
-                    # the torch modules they need (~140,000 objects), in its first batch: hidden from the collector
-                    # too, or every full collection walks them (~150 ms, every few seconds)
+                    # those models and the torch modules they import (~140,000 objects) are hidden from the
+                    # collector too, or every full collection walks them (~150 ms, every few seconds)
                     freeze_long_lived()
                     models_frozen = True
                 now = self.clock()

@@ -149,22 +149,22 @@ class SensorWindows:
         rank_list: list[int] = []  # ranks and slots of events start.. (Python lists: a per-event numpy store is slow)
         slot_list: list[int] = []
 
-        def apply_up_to(i: int) -> None:
-            ranks[start:i], slots[start:i] = rank_list, slot_list
+        def apply(part: slice) -> None:
+            ranks[part], slots[part] = rank_list, slot_list
             rank_list.clear()
             slot_list.clear()
-            self._apply(slice(start, i), batch)
+            self._apply(part, batch)
 
         for i, (key, t) in enumerate(zip(keys, ts.tolist(), strict=True)):
             # a chunk never holds more devices than the LRU bound, so eviction inside a chunk
             # never hits a device of that chunk
             if key not in seen and len(seen) >= max_devices:
-                apply_up_to(i)
+                apply(slice(start, i))
                 start, seen, last_at = i, {}, {}
             if ttl is not None:
                 # one-by-one processing would have expired the device before this event
                 if key in seen and chunk_now - last_at[key] > ttl:
-                    apply_up_to(i)
+                    apply(slice(start, i))
                     start, seen, last_at = i, {}, {}
                     self._devices.release(key)
                 elif key not in seen and key in self._devices:
@@ -176,7 +176,7 @@ class SensorWindows:
             seen[key] = r + 1
             rank_list.append(r)
             slot_list.append(slot_of(key))
-        apply_up_to(B)
+        apply(slice(start, B))
         self._expire()
         return keys, out, ready
 

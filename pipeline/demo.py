@@ -124,7 +124,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
     """Run the demo end to end; returns the summary it prints."""
     from evaluation.report import write_report
     from ingest.consumer import create_topics
-    from ingest.produce import produce_events
+    from ingest.produce import produce_events, produce_in_time_order
     from ingest.producer import EventProducer
     from ingest.schemas import DLQ_SUFFIX
     from pipeline.services import LocalServices
@@ -164,11 +164,11 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
 
     def send() -> None:
         with EventProducer(services.kafka_bootstrap, client_id="streamwarden-demo") as producer:
-            for domain, topic, events in (("transactions", t.transactions, tx_events),
-                                          ("sensors", t.sensors, sensor_events),
-                                          ("labels", t.labels, tx_sim.labels())):
-                report = produce_events(events, producer, topic, domain, progress=False)
-                produced[domain] = report.sent
+            # chargebacks reach the worker among the transactions of their reveal time, as they would live
+            sent = produce_in_time_order([(t.transactions, "transactions", tx_events),
+                                          (t.labels, "labels", tx_sim.labels())], producer)
+            produced["transactions"], produced["labels"] = sent[t.transactions], sent[t.labels]
+            produced["sensors"] = produce_events(sensor_events, producer, t.sensors, "sensors", progress=False).sent
             for bad in (b"{not json", b'{"v":1,"event_id":"x","ts":"yesterday"}', b'{"v":9}'):
                 producer.send(t.transactions, None, bad)
                 produced["malformed"] += 1
@@ -195,7 +195,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
         pd.Series(sensor_sim.is_anomaly.astype(int), index=sensor_sim.to_frame()["event_id"]),
     ])
     frame["label"] = frame["event_id"].map(truth).astype(float)
-    frame["detector"] = frame["domain"].map({p.domain: p.detector_name for p in runner.processors.values()})
+    if "detector" not in frame or not frame["detector"].astype(bool).all():  # else: each event's own champion
+        frame["detector"] = frame["domain"].map({p.domain: p.detector_name for p in runner.processors.values()})
     elapsed = (stats.stopped_at or time.time()) - stats.started_at - options.idle_timeout_s
     summary: dict[str, Any] = {"events": stats.events, "alerts": stats.alerts, "rejects": stats.rejects,
                                "labels": stats.labels, "throughput (events/s)": round(stats.events / max(elapsed, 1e-9), 1)}

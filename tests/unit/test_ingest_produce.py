@@ -8,7 +8,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ingest.produce import ProduceReport, RateLimiter, events_from_file, events_from_simulator, produce_events
+from ingest.produce import (
+    ProduceReport,
+    RateLimiter,
+    events_from_file,
+    events_from_simulator,
+    produce_events,
+    produce_in_time_order,
+)
 from ingest.schemas import Label, SensorReading, Transaction
 
 
@@ -137,3 +144,21 @@ def test_simulated_labels_match_the_transactions_of_the_same_run() -> None:
     assert labels and set(labels) <= txs
     again = {e.event_id for e in events_from_simulator("transactions", **sizes)}
     assert again.isdisjoint(txs)
+
+
+def test_labels_are_sent_among_the_transactions_of_their_reveal_time() -> None:
+    """A chargeback revealed at t reaches its topic after every transaction before t and before any after it,
+    keyed by the event it labels, each stream to its own topic."""
+    producer = FakeProducer()
+    transactions = [tx(i) for i in range(6)]
+    labels = [Label("e0", 1, 1.7e9 + 2.5), Label("e1", 1, 1.7e9 + 4.0), Label("e5", 1, 1.7e9 + 100)]
+    sent = produce_in_time_order([("payments", "transactions", transactions), ("chargebacks", "labels", labels)],
+                                 producer)
+    assert sent == {"payments": 6, "chargebacks": 3}
+    order = [(topic, key) for topic, key, _ in producer.messages]
+    assert order == [("payments", b"card-0"), ("payments", b"card-1"), ("payments", b"card-2"),
+                     ("chargebacks", b"e0"), ("payments", b"card-0"),
+                     ("payments", b"card-1"),  # the transaction at 4.0 goes before the label revealed at 4.0
+                     ("chargebacks", b"e1"), ("payments", b"card-2"), ("chargebacks", b"e5")]
+    assert json.loads(producer.messages[3][2])["label"] == 1
+    assert producer.flushes >= 1

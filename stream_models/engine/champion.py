@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,9 +230,10 @@ class ChampionBoard:
             rows.append(row)
         return rows
 
-    def best_by_labels(self, min_positives: int, margin: float) -> str | None:
+    def best_by_labels(self, min_positives: int, margin: float, eligible: Iterable[str] | None = None) -> str | None:
         """The contender whose average precision on the rated events beats the champion's by `margin`
-        (None while fewer than `min_positives` labelled positives were rated, or when none does)."""
+        (None while fewer than `min_positives` labelled positives were rated, or when none does). Only the
+        `eligible` contenders (default: all) may be promoted."""
         S, _, y = self._rated_arrays()
         if len(self._names) < 2 or int(y.sum()) < min_positives or y.sum() == len(y):
             return None
@@ -239,7 +241,8 @@ class ChampionBoard:
 
         ap = {n: float(average_precision_score(y, S[:, k])) if np.isfinite(S[:, k]).all() else -1.0
               for k, n in enumerate(self._names)}
-        best = max(self._names, key=lambda n: ap[n])
+        allowed = set(self._names if eligible is None else eligible) | {self.champion}
+        best = max((n for n in self._names if n in allowed), key=lambda n: ap[n])
         return best if best != self.champion and ap[best] > ap[self.champion] + margin else None
 
     def promote(self, name: str) -> None:

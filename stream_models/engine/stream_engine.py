@@ -425,7 +425,11 @@ class StreamEngine:
                 self._fit_warmup(board)
                 self._warm_done = True
         if cfg.auto_promote and self._warm_done:
-            best = board.best_by_labels(cfg.promote_min_positives, cfg.promote_margin)
+            # a classifier is promoted once it has learned from as many frauds as the board has rated: labels
+            # can reach the board before the stream reaches their reveal time (a worker behind its backlog)
+            ready = [n for n, c in board.contenders.items()
+                     if not catalog.learns_from_labels(n) or self._learned_enough(c)]
+            best = board.best_by_labels(cfg.promote_min_positives, cfg.promote_margin, ready)
             if best is not None:
                 log.info("champion promoted on labels", extra={"old": board.champion, "new": best})
                 board.promote(best)
@@ -452,12 +456,16 @@ class StreamEngine:
             if self._probabilities_count(c):
                 c.threshold.set_ceiling(self.config.probability_threshold)
 
+    def _learned_enough(self, c: Contender) -> bool:
+        """Whether a classifier has learned from as many frauds as a promotion needs (before that its scores are an
+        untrained net's)."""
+        return len(c.learner.frauds) >= self.config.promote_min_positives
+
     def _probabilities_count(self, c: Contender) -> bool:
         """A classifier's scores are probabilities worth a threshold of their own (`probability_threshold`) once it
-        has learned from as many frauds as a promotion needs; before that they are an untrained net's."""
-        cfg = self.config
-        return bool(cfg.probability_threshold and c.threshold.ceiling is None and catalog.learns_from_labels(c.name)
-                    and len(c.learner.frauds) >= cfg.promote_min_positives)
+        has learned enough (`_learned_enough`)."""
+        return bool(self.config.probability_threshold and c.threshold.ceiling is None
+                    and catalog.learns_from_labels(c.name) and self._learned_enough(c))
 
     def _start_afresh(self) -> None:
         """Devices with a regime change forget their windows, normalisation and alarm state (and may learn)."""

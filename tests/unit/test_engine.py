@@ -80,6 +80,27 @@ def test_a_label_free_champion_hands_over_to_the_supervised_challenger_once_labe
     assert engine.detector_name == "mlp_classifier"
 
 
+def test_a_classifier_is_not_promoted_on_labels_it_has_not_learned_from_yet() -> None:
+    """Labels that reach the worker long before their reveal time (a worker behind its backlog) rate the
+    contenders at once, but the classifier learns from each only after the label delay: it takes over once it has
+    learned from as many frauds as a promotion needs, not on an untrained net's lucky ranking."""
+    settings = small_settings(transactions={
+        "detector": "dense_autoencoder", "challengers": ["mlp_classifier"], "auto_promote": True,
+        "promote_min_positives": 10, "promote_margin": 0.0, "label_delay_s": 12 * 3_600.0, "steps_per_update": 8,
+        "batch_size": 64})
+    engine = build_processor(settings, "transactions")
+    events, _ = _labelled_stream(3_000)
+    frauds_learned_at_promotion = None
+    for start in range(0, len(events), 100):
+        chunk = events[start : start + 100]
+        engine.process(chunk)
+        engine.apply_labels([Event(event_id=e.event_id, label=1, ts=e.ts) for e in chunk if e.terminal_id == "t-bad"])
+        if engine.detector_name == "mlp_classifier" and frauds_learned_at_promotion is None:
+            frauds_learned_at_promotion = len(engine.board.contenders["mlp_classifier"].learner.frauds)
+    assert frauds_learned_at_promotion is not None, "the classifier takes over once it has learned enough"
+    assert frauds_learned_at_promotion >= 10
+
+
 def test_without_labels_the_label_free_champion_keeps_serving() -> None:
     settings = small_settings(transactions={"challengers": ["mlp_classifier"], "auto_promote": True,
                                             "promote_min_positives": 10})

@@ -472,12 +472,16 @@ def thinned(ts: np.ndarray, values: np.ndarray, max_points: int = MAX_TIMELINE_P
     return np.unique(np.concatenate([order[first], order[last]]))
 
 
+COLD_START_RULES = ("card_profile", "reading_profile")  # stream_models' profiles: they alert from the first events
+
+
 def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path:
     plt = _plt()
     scores = part[c.score_col].to_numpy(dtype=float)
     finite = np.isfinite(scores)
     scored, s = part[finite], scores[finite]
-    warm = scored["warming_up"].to_numpy(dtype=bool)
+    # `warming_up` is the served champion's state: another contender's points are not drawn as warm-up
+    warm = scored["warming_up"].to_numpy(dtype=bool) if c.champion else np.zeros(len(scored), bool)
     ts = scored["ts"].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(11, 3.5))
     thin = False
@@ -500,7 +504,7 @@ def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path
         ax.scatter(_times(positive["ts"]), positive[c.score_col], facecolors="none", edgecolors="tab:green", s=28,
                    label="labelled positive")
     ax.set_yscale("symlog")
-    role = "champion" if c.champion else "challenger"
+    role = "champion" if c.champion else "cold-start rule" if c.name in COLD_START_RULES else "challenger"
     note = "; per time bin, the lowest and highest score drawn" if thin else ""
     ax.set_title(f"{domain} / {c.name} ({role}): score over event time{note}")
     ax.legend(loc="upper left", fontsize=8)

@@ -441,11 +441,17 @@ class StreamEngine:
             c = board.contenders[name]
             if update_thresholds:  # burn-in scores would inflate thresholds
                 c.threshold.update_many(S[:, k], Fl[:, k])
-                if c.drift is not None and c.drift.update_many(np.log1p(np.maximum(S[:, k], 0.0))):
+                drifts = c.drift.update_many(np.log1p(np.maximum(S[:, k], 0.0))) if c.drift is not None else []
+                if drifts:
                     c.drifts += 1
                     self.drift_events += 1
                     if c.drift.actions.reset_threshold:
-                        c.threshold.reset()
+                        # re-learn from the scores after the change; the old threshold serves until there are enough
+                        # (a plain reset left it unarmed until the next chunk, and a drift in every chunk, as a
+                        # learning autoencoder's scores give, kept it unarmed for good)
+                        after = drifts[-1].index + 1
+                        c.threshold.reset(keep_threshold=True)
+                        c.threshold.update_many(S[after:, k], Fl[after:, k])
                     if c.drift.actions.lr_boost_events:
                         c.learner.boost_lr(c.drift.actions.lr_boost_factor)
             normal = gate & ~Fl[:, k]

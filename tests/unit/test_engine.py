@@ -101,6 +101,20 @@ def test_a_classifier_is_not_promoted_on_labels_it_has_not_learned_from_yet() ->
     assert frauds_learned_at_promotion >= 10
 
 
+def test_a_threshold_reset_by_drift_rearms_from_the_scores_after_the_change() -> None:
+    """A drift in every learning chunk (here the amounts double from chunk to chunk) resets the champion's threshold
+    each time; it re-learns from the scores after the change at once, so the domain is not left warming up for good."""
+    settings = small_settings(transactions={"learn_every": 256, "threshold_warmup": 32, "drift_delta": 0.002})
+    engine = build_processor(settings, "transactions")
+    events = transactions(2_048)
+    for i, e in enumerate(events):
+        e.amount *= 2.0 ** (i // 256)
+    batches = [engine.process(events[i : i + 256]) for i in range(0, len(events), 256)]
+    assert engine.drift_events >= 3, "the drift monitor saw the changes"
+    assert np.isfinite(batches[-1].thresholds).all(), "the threshold is armed after each change"
+    assert not batches[-1].warming_up.any() and engine.armed(engine.detector_name)
+
+
 def test_without_labels_the_label_free_champion_keeps_serving() -> None:
     settings = small_settings(transactions={"challengers": ["mlp_classifier"], "auto_promote": True,
                                             "promote_min_positives": 10})

@@ -328,6 +328,11 @@ def backtest(
                                                     "precision", "recall", "f1")))
     if result.metrics:
         console.print(table)
+    warm = result.scores["warming_up"].astype(bool) if "warming_up" in result.scores else None
+    if warm is not None and len(warm) and warm.all():
+        alerts = int(result.scores["alert"].astype(bool).sum())
+        console.print(f"all {len(warm)} events fell in the models' warm-up, so the table has none to score; "
+                      f"they raised {alerts} alert(s) (the cold-start rule's), in the report")
     console.print(f"report: {result.report}")
     failure = fail(f"backtest {result.problem}", code=1) if result.problem else None
     if _options["console_script"]:  # the report is written: the ~1.7 s teardown of a replay's objects is waste

@@ -140,3 +140,21 @@ def test_backtest_command_line(bank_file: tuple[Path, Any], tmp_path: Path, monk
     assert (tmp_path / "cli" / "index.html").exists()
     assert "ROC AUC" in result.output and "report:" in result.output
     assert np.isfinite(pd.read_parquet(tmp_path / "cli" / "scores.parquet")["score"]).all()
+
+
+def test_a_replay_shorter_than_the_warm_up_says_so_and_counts_its_alerts(
+        bank_file: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every event in the models' warm-up: the table scores nothing, and the command says why and how many alerts
+    (the cold-start rule's) the report holds, instead of a table of zeros alone."""
+    path, sim = bank_file
+    for key, value in {**TINY, "warmup_events": 10 * len(sim)}.items():
+        monkeypatch.setenv(f"STREAMWARDEN_TRANSACTIONS__{key.upper()}",
+                           json.dumps(value) if isinstance(value, dict | bool) else str(value))
+    columns = ",".join(f"{k}={v}" for k, v in MAPPING.items())
+    result = CliRunner().invoke(app, ["backtest", "--input", str(path), "--columns", columns, "--label-delay", "1d",
+                                      "--report", str(tmp_path / "cli"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    alerts = int(pd.read_parquet(tmp_path / "cli" / "scores.parquet")["alert"].sum())
+    assert alerts > 0, "the card profile alerts during warm-up"
+    said = " ".join(result.output.split())
+    assert f"all {len(sim)} events fell in the models' warm-up" in said and f"they raised {alerts} alert(s)" in said

@@ -494,8 +494,12 @@ def _timeline(part: pd.DataFrame, domain: str, c: Contender, path: Path) -> Path
         ax.scatter(_times(ts[keep]), s[keep], s=2, color=color, alpha=0.5, label=label)
     if c.threshold_col is not None and c.threshold_col in scored:
         th = scored[c.threshold_col].to_numpy(dtype=float)
-        keep = thinned(ts, th)
-        ax.plot(_times(ts[keep]), th[keep], color="tab:orange", lw=1, label="threshold")
+        # one line per partition: the partitions of a live run interleave at different event times
+        part_of = scored["partition"].to_numpy() if "partition" in scored else np.zeros(len(scored))
+        for i, p in enumerate(pd.unique(part_of)):
+            rows = np.flatnonzero(part_of == p)
+            keep = rows[thinned(ts[rows], th[rows])]
+            ax.plot(_times(ts[keep]), th[keep], color="tab:orange", lw=1, label=None if i else "threshold")
     if c.alert_col in scored:
         flagged = scored[scored[c.alert_col].fillna(False).astype(bool)]
         ax.scatter(_times(flagged["ts"]), flagged[c.score_col], marker="x", color="tab:red", s=18, label="alert")

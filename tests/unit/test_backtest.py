@@ -128,15 +128,20 @@ def test_parse_input() -> None:
         parse_input("/nope/missing.csv")
 
 
-def test_backtest_command_line(bank_file: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path, _ = bank_file
-    for key, value in TINY.items():
+def _backtest_cli(path: Path, report: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> Any:
+    """`streamwarden backtest` of the bank file with the TINY transactions settings (plus `settings`)."""
+    for key, value in {**TINY, **settings}.items():
         monkeypatch.setenv(f"STREAMWARDEN_TRANSACTIONS__{key.upper()}",
                            json.dumps(value) if isinstance(value, dict | bool) else str(value))
     columns = ",".join(f"{k}={v}" for k, v in MAPPING.items())
     result = CliRunner().invoke(app, ["backtest", "--input", str(path), "--columns", columns, "--label-delay", "1d",
-                                      "--report", str(tmp_path / "cli"), "--no-progress"])
+                                      "--report", str(report), "--no-progress"])
     assert result.exit_code == 0, result.output
+    return result
+
+
+def test_backtest_command_line(bank_file: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = _backtest_cli(bank_file[0], tmp_path / "cli", monkeypatch)
     assert (tmp_path / "cli" / "index.html").exists()
     assert "ROC AUC" in result.output and "report:" in result.output
     assert np.isfinite(pd.read_parquet(tmp_path / "cli" / "scores.parquet")["score"]).all()
@@ -147,13 +152,7 @@ def test_a_replay_shorter_than_the_warm_up_says_so_and_counts_its_alerts(
     """Every event in the models' warm-up: the table scores nothing, and the command says why and how many alerts
     (the cold-start rule's) the report holds, instead of a table of zeros alone."""
     path, sim = bank_file
-    for key, value in {**TINY, "warmup_events": 10 * len(sim)}.items():
-        monkeypatch.setenv(f"STREAMWARDEN_TRANSACTIONS__{key.upper()}",
-                           json.dumps(value) if isinstance(value, dict | bool) else str(value))
-    columns = ",".join(f"{k}={v}" for k, v in MAPPING.items())
-    result = CliRunner().invoke(app, ["backtest", "--input", str(path), "--columns", columns, "--label-delay", "1d",
-                                      "--report", str(tmp_path / "cli"), "--no-progress"])
-    assert result.exit_code == 0, result.output
+    result = _backtest_cli(path, tmp_path / "cli", monkeypatch, warmup_events=10 * len(sim))
     alerts = int(pd.read_parquet(tmp_path / "cli" / "scores.parquet")["alert"].sum())
     assert alerts > 0, "the card profile alerts during warm-up"
     said = " ".join(result.output.split())

@@ -411,7 +411,8 @@ class Runner:
         elif before and not warming:
             log.info("alerts armed", extra={**where, "detector": processor.detector_name})
         elif before is False and warming:
-            log.info("threshold re-learning after drift: no alerts until it is armed again", extra=where)
+            log.info("alerts paused: the champion's threshold is not armed (a new champion's, still learning)",
+                     extra={**where, "detector": processor.detector_name})
 
     # ------------------------------------------------------------------ delivery
     def _flush_with_backoff(self) -> bool:

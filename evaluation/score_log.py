@@ -5,7 +5,8 @@ could not be scored yet), threshold, alert (bool, the alert users receive), supp
 threshold but held back), warming_up (scored before the champion's threshold was armed), partition,
 offset, and per challenger `score__<name>` / `alert__<name>` (and `threshold__<name>` when the batch
 carries challenger thresholds), and `detector`: the champion each event was scored under (the batch's
-`champions`, else the `detector` argument). The caller adds `label`.
+`champions`, else the `detector` argument; `frame(champions)` fills the rows logged without one). The caller adds
+`label`.
 
 >>> from types import SimpleNamespace as NS
 >>> import numpy as np
@@ -16,11 +17,13 @@ carries challenger thresholds), and `detector`: the champion each event was scor
 >>> row = log.frame().iloc[0]
 >>> bool(row["alert"]), bool(row["warming_up"]), int(row["offset"])
 (True, False, 7)
+>>> log.frame({"transactions": "mlp_classifier"}).iloc[0]["detector"]  # the batch named no champion
+'mlp_classifier'
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -29,7 +32,7 @@ import pandas as pd
 __all__ = ["LOGGED_COLUMNS", "ScoreLog"]
 
 LOGGED_COLUMNS = ["domain", "event_id", "entity", "ts", "score", "threshold", "alert", "suppressed", "warming_up",
-                  "partition", "offset"]
+                  "partition", "offset", "detector"]
 
 
 class ScoreLog:
@@ -43,7 +46,6 @@ class ScoreLog:
     def __init__(self, on_batch: Callable[[int], None] | None = None) -> None:
         self.parts: list[pd.DataFrame] = []
         self.on_batch = on_batch
-        self.detectors: dict[str, str] = {}
 
     def __call__(self, domain: str, events: Sequence[Any], records: Sequence[Any], batch: Any,
                  detector: str = "") -> None:
@@ -73,7 +75,13 @@ class ScoreLog:
         if self.on_batch:
             self.on_batch(n)
 
-    def frame(self) -> pd.DataFrame:
+    def frame(self, champions: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """Every row logged; `champions` (domain -> detector) names the champion of the rows logged without one
+        (scored before the engine had its models), each other row keeps the champion it was scored under."""
         if not self.parts:
             return pd.DataFrame(columns=[*LOGGED_COLUMNS, "label"])
-        return pd.concat(self.parts, ignore_index=True)
+        out = pd.concat(self.parts, ignore_index=True)
+        blank = out["detector"].astype(str) == ""
+        if champions and blank.any():
+            out.loc[blank, "detector"] = out.loc[blank, "domain"].map(champions)
+        return out

@@ -318,9 +318,7 @@ def run_backtest(
         wrapped.close()
     elapsed = time.perf_counter() - started
 
-    frame = log.frame()
-    if "detector" not in frame or not frame["detector"].astype(bool).all():
-        frame["detector"] = processor.detector_name
+    frame = log.frame({processor.domain: processor.detector_name})
     if truth and isinstance(spec, KafkaInput):
         frame["label"] = frame["event_id"].map(lambda e: truth.get(e, 0)).astype(float)  # unlabelled = genuine
     else:

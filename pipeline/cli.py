@@ -328,8 +328,8 @@ def backtest(
                                                     "precision", "recall", "f1")))
     if result.metrics:
         console.print(table)
-    warm = result.scores["warming_up"].astype(bool) if "warming_up" in result.scores else None
-    if warm is not None and len(warm) and warm.all():
+    warm = result.scores["warming_up"].astype(bool)
+    if len(warm) and warm.all():
         alerts = int(result.scores["alert"].astype(bool).sum())
         console.print(f"all {len(warm)} events fell in the models' warm-up, so the table has none to score; "
                       f"they raised {alerts} alert(s) (the cold-start rule's), in the report")

@@ -189,14 +189,12 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console | None =
         raise outcome["error"]
     stats = outcome["stats"]
 
-    frame = feed.log.frame()
+    frame = feed.log.frame({p.domain: p.detector_name for p in runner.processors.values()})
     truth = pd.concat([
         pd.Series(tx_sim.is_fraud.astype(int), index=tx_sim.to_frame()["event_id"]),
         pd.Series(sensor_sim.is_anomaly.astype(int), index=sensor_sim.to_frame()["event_id"]),
     ])
     frame["label"] = frame["event_id"].map(truth).astype(float)
-    if "detector" not in frame or not frame["detector"].astype(bool).all():  # else: each event's own champion
-        frame["detector"] = frame["domain"].map({p.domain: p.detector_name for p in runner.processors.values()})
     elapsed = (stats.stopped_at or time.time()) - stats.started_at - options.idle_timeout_s
     summary: dict[str, Any] = {"events": stats.events, "alerts": stats.alerts, "rejects": stats.rejects,
                                "labels": stats.labels, "throughput (events/s)": round(stats.events / max(elapsed, 1e-9), 1)}

@@ -289,6 +289,20 @@ def test_score_log_records_warming_up() -> None:
     assert "warming_up" in ScoreLog().frame().columns
 
 
+def test_score_log_keeps_each_events_champion_and_names_the_rest() -> None:
+    """Rows scored under a champion keep it after a promotion; only rows logged without one take the given name."""
+    log = ScoreLog()
+    events, records = [NS(event_id="a", ts=1.0)], [NS(partition=0, offset=5)]
+    base = {"keys": ["k1"], "scores": np.array([0.7]), "thresholds": np.array([0.5]), "flags": np.array([True]),
+            "suppressed": np.array([False]), "contender_scores": {}, "contender_flags": {}}
+    log("transactions", events, records, NS(**base, champions=["dense_autoencoder"]))
+    log("transactions", events, records, NS(**base))  # scored before the engine named its champion
+    log("transactions", events, records, NS(**base, champions=["mlp_classifier"]))
+    frame = log.frame({"transactions": "mlp_classifier"})
+    assert frame["detector"].tolist() == ["dense_autoencoder", "mlp_classifier", "mlp_classifier"]
+    assert log.frame()["detector"].tolist() == ["dense_autoencoder", "", "mlp_classifier"]
+
+
 def test_a_long_timeline_is_thinned_but_keeps_every_spike() -> None:
     rng = np.random.default_rng(0)
     n = 300_000

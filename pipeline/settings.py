@@ -340,8 +340,8 @@ class TransactionModelSettings(ModelSettings):
                                      "cold-start score (-log10 of a tail probability) from the first events; 0 = off")
     learn_every: int = Field(2048, ge=1, description="events per learning chunk; scores do not depend on poll sizes")
     steps_per_update: int = Field(16, ge=0, description="replay minibatches per learning chunk (32 learns twice as "
-                                  "much: +0.009 AP on the Handbook, the worker ~10 % slower and its latency tail "
-                                  "~3x longer; BENCHMARKS.md, session 21)")
+                                  "much: +0.006 AP on the Handbook's test weeks, the worker ~10 % slower and its "
+                                  "p99 latency ~2.5x longer at the same rate; BENCHMARKS.md, session 21)")
     label_free_steps_per_update: int | None = Field(4, ge=0, description="the same for detectors that do not learn "
                                                     "from labels (the autoencoder, which raises no alert here, and "
                                                     "label-free challengers such as halfspace_trees)")

@@ -104,11 +104,16 @@ class EntitySlots:
         self._reset(row)
         return row
 
-    def touch(self, keys: Iterable[str]) -> None:
-        """Mark known keys as used now (unknown keys are ignored)."""
+    def touch(self, keys: Iterable[str]) -> list[str]:
+        """Mark known keys as used now; returns the unknown ones."""
+        order, unknown = self.order, []
+        move_to_end = order.move_to_end
         for key in keys:
-            if key in self.order:
-                self.order.move_to_end(key)
+            if key in order:
+                move_to_end(key)
+            else:
+                unknown.append(key)
+        return unknown
 
     def release(self, key: str) -> int | None:
         """Forget `key`; its row is reused by the next new key. Returns the row, None if unknown."""
@@ -175,15 +180,14 @@ class EntityHistory:
     def slots(self, keys: Sequence[str]) -> np.ndarray:
         """Slot per key, creating slots for new keys (evicting the least recently seen other entities)."""
         distinct = dict.fromkeys(keys)
-        self.entities.touch(distinct)  # the batch's known entities are not evicted for its new ones
-        new = [k for k in distinct if k not in self.entities]
+        new = self.entities.touch(distinct)  # the batch's known entities are not evicted for its new ones
         if new:
             if len(distinct) > self.max_entities:
                 raise ValueError("one batch holds more distinct entities than the LRU bound allows")
             for key in new:
                 self.entities.slot(key)
         order = self.entities.order
-        return np.fromiter((order[k] for k in keys), np.int64, len(keys))
+        return np.fromiter(map(order.__getitem__, keys), np.int64, len(keys))
 
     def drop(self, keys: Collection[str]) -> None:
         for key in keys:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from stream_models.entity_store import EntityHistory, partition_of
+from stream_models.feature_kernels import card_sequences, card_window_features, terminal_window_features
 
 DAY = 86_400.0
 OUTLIER_Z = 4.0  # an amount this many standard deviations above its card's mean stays out of its statistics
@@ -176,6 +177,7 @@ class TransactionFeatures:
         self._event_batches: deque[tuple[float, list[str]]] = deque()
         self._ev = np.zeros((1024, 5), np.float64)
         self._next_seq = 0
+        self._terminal_hash: dict[str, int] = {}  # terminal id -> _hash_ids value
         self.last_sequences: np.ndarray | None = None  # (B, T, F) of the last batch
 
     # ---- names -------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ class TransactionFeatures:
         card_slot = self._cards.slots(card_ids)
         term_slot = self._terms.slots(terminal_ids)
         self._fit_seq_store()
-        term_hash = _hash_ids(terminal_ids)
+        term_hash = self._terminal_hashes(terminal_ids)
 
         sec = np.mod(ts, DAY)
         weekday = np.mod(np.floor(ts / DAY) + 3, 7)  # 1970-01-01 was a Thursday (Monday = 0)
@@ -248,9 +250,9 @@ class TransactionFeatures:
         card_k = np.zeros(B, np.int64)
         for idx in _waves(card_slot):
             s = card_slot[idx]
-            H = self._cards.gather(s)
-            outlier = self._card_features(X, idx, H, ts[idx], amount[idx], term_hash[idx])
-            self._card_attribute_features(X, idx, H, ts[idx], amount[idx], coded)
+            outlier = self._card_features(X, idx, s, ts[idx], amount[idx], term_hash[idx])
+            if self._tracked:
+                self._card_attribute_features(X, idx, self._cards.gather(s), ts[idx], amount[idx], coded)
             card_k[idx] = self._cards.append(
                 s, {"ts": ts[idx], "amount": amount[idx], "terminal": term_hash[idx], "outlier": outlier, "seq": seq[idx],
                     "fraud": 0, "label_ts": np.inf, **{k: v[idx] for k, v in coded.items()}},
@@ -258,7 +260,7 @@ class TransactionFeatures:
         term_k = np.zeros(B, np.int64)
         for idx in _waves(term_slot):
             s = term_slot[idx]
-            self._terminal_features(X, idx, self._terms.gather(s), ts[idx])
+            self._terminal_features(X, idx, s, ts[idx])
             term_k[idx] = self._terms.append(
                 s, {"ts": ts[idx], "seq": seq[idx], "fraud": 0, "label_ts": np.inf},
                 keep_after=t_min - self._term_horizon)
@@ -268,46 +270,27 @@ class TransactionFeatures:
             self.last_sequences = self._sequences(card_slot, X32)
         return X32
 
-    def _card_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
-                       t: np.ndarray, a: np.ndarray, term: np.ndarray) -> np.ndarray:
-        """Write the card columns of rows `idx`; returns whether each amount is an outlier for its card (kept out
-        of the card's later amount statistics while outliers are the minority of its window)."""
-        c = self.config
-        hts, hamt = H["ts"], H["amount"]  # (n, C) earlier events of each card
-        tc = t[:, None]
-        for j, d in enumerate(c.windows_days):
-            m = hts > tc - d * DAY
-            cnt = m.sum(1) + 1
-            X[idx, 3 + 2 * j] = cnt
-            X[idx, 4 + 2 * j] = (np.where(m, hamt, 0.0).sum(1) + a) / cnt
-        e = 3 + 4 * len(c.windows_days)
-        window = hts > tc - c.profile_days * DAY
-        odd = window & (H["outlier"] == 1)
-        usual = window & ~odd
-        new_normal = odd.sum(1) >= usual.sum(1)  # the "outliers" are the card's spending now: they count again
-        m = np.where(new_normal[:, None], window, usual)
-        n = m.sum(1)
-        mean = np.where(m, hamt, 0.0).sum(1) / np.maximum(n, 1)
-        var = np.where(m, (hamt - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
-        std = np.sqrt(var)
-        has = n >= 1
-        X[idx, e] = np.where(has, mean, a)
-        X[idx, e + 1] = std
-        floor = np.maximum(0.1 * np.abs(mean), 1.0)
-        X[idx, e + 2] = np.where(n >= 2, (a - mean) / np.maximum(std, floor), 0.0)
-        X[idx, e + 3] = np.where(has, a / np.maximum(mean, 1.0), 1.0)
-        srt = np.sort(np.where(m, hamt, np.inf), axis=1)  # window amounts first, ascending
-        rows = np.arange(len(n))
-        med = 0.5 * (srt[rows, np.maximum(n - 1, 0) // 2] + srt[rows, np.maximum(n, 1) // 2 - (n == 0)])
-        X[idx, e + 14] = np.where(has, a / np.maximum(med, 1.0), 1.0)
-        last = hts.max(1)
-        # a late event (earlier than the card's last one) counts as 0 s since, not as a negative time
-        since = np.clip(np.where(np.isfinite(last), t - last, np.inf), 0.0, c.time_cap_days * DAY)
-        X[idx, e + 4] = np.log1p(since)
-        X[idx, e + 5] = (window & (H["terminal"] == term[:, None])).sum(1)
-        recent = hts > tc - c.card_fraud_days * DAY
-        X[idx, e + 6] = (recent & (H["fraud"] == 1) & (H["label_ts"] <= tc)).sum(1)
-        return ((n >= 3) & (X[idx, e + 2] >= OUTLIER_Z)).astype(np.int8)  # z: CARD_AMOUNT_ZSCORE
+    def _terminal_hashes(self, terminal_ids: Sequence[str]) -> np.ndarray:
+        """`_hash_ids` of the terminals, each distinct one hashed once (bounded like the terminal state)."""
+        cache = self._terminal_hash
+        new = [k for k in dict.fromkeys(terminal_ids) if k not in cache]
+        if new:
+            if len(cache) + len(new) > self.config.max_terminals:
+                cache.clear()
+                new = list(dict.fromkeys(terminal_ids))
+            cache.update(zip(new, _hash_ids(new).tolist(), strict=True))
+        return np.fromiter(map(cache.__getitem__, terminal_ids), np.int64, len(terminal_ids))
+
+    def _card_features(self, X: np.ndarray, idx: np.ndarray, slots: np.ndarray, t: np.ndarray, a: np.ndarray,
+                       term: np.ndarray) -> np.ndarray:
+        """Write the card columns of rows `idx` (cards `slots`, each once); returns whether each amount is an outlier
+        for its card (kept out of the card's later amount statistics while outliers are the minority of its
+        window)."""
+        c, H = self.config, self._cards.data
+        return card_window_features(
+            X, idx, slots, self._cards.head, H["ts"], H["amount"], H["terminal"], H["outlier"], H["fraud"],
+            H["label_ts"], t, a, term, np.asarray(c.windows_days, np.float64) * DAY, c.profile_days * DAY,
+            c.card_fraud_days * DAY, c.time_cap_days * DAY, OUTLIER_Z, 3 + 4 * len(c.windows_days))
 
     def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
         """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's
@@ -355,34 +338,12 @@ class TransactionFeatures:
                 X[idx, start + 2 * j + 1] = np.where(nb > 0, np.where(same, H["amount"], 0.0).sum(1) / np.maximum(nb, 1),
                                                      amount)
 
-    def _terminal_features(self, X: np.ndarray, idx: np.ndarray, H: dict[str, np.ndarray],
-                           t: np.ndarray) -> None:
-        c = self.config
-        hts = H["ts"]  # (n, C) earlier events of each terminal
-        tc = t[:, None]
-        in_horizon = hts > tc - self._term_horizon  # older entries may or may not still be stored
-        known_fraud = (H["fraud"] == 1) & (H["label_ts"] <= tc) & in_horizon
-        before_delay = hts <= tc - self._delay
-        off = 3 + 2 * len(c.windows_days)
-        for j, d in enumerate(c.windows_days):
-            m = before_delay & (hts > tc - (d * DAY + self._delay))
-            nb = m.sum(1)
-            fr = (m & known_fraud).sum(1)
-            X[idx, off + 2 * j] = nb
-            X[idx, off + 2 * j + 1] = np.where(nb > 0, fr / np.maximum(nb, 1), 0.0)
-        e = 3 + 4 * len(c.windows_days)
-        revealed = (before_delay & in_horizon) | known_fraud
-        hseq = H["seq"]
-        last_genuine = np.where(revealed & ~known_fraud, hseq, -1).max(1)
-        run = known_fraud & (hseq > last_genuine[:, None])
-        X[idx, e + 10] = run.sum(1)
-        run_start = np.where(run, hts, np.inf).min(1)
-        cap = c.time_cap_days
-        X[idx, e + 11] = np.where(np.isfinite(run_start), np.minimum((t - run_start) / DAY, cap), 0.0)
-        last_fraud = np.where(known_fraud, hts, -np.inf).max(1)
-        X[idx, e + 12] = np.where(np.isfinite(last_fraud), np.minimum((t - last_fraud) / DAY, cap), cap)
-        last_rev = np.where(revealed, hseq, -1).max(1)
-        X[idx, e + 13] = ((hseq == last_rev[:, None]) & known_fraud & (last_rev[:, None] >= 0)).any(1)
+    def _terminal_features(self, X: np.ndarray, idx: np.ndarray, slots: np.ndarray, t: np.ndarray) -> None:
+        c, H = self.config, self._terms.data
+        terminal_window_features(
+            X, idx, slots, self._terms.head, H["ts"], H["seq"], H["fraud"], H["label_ts"], t,
+            np.asarray(c.windows_days, np.float64) * DAY, self._delay, self._term_horizon, float(c.time_cap_days),
+            DAY, 3 + 2 * len(c.windows_days), 3 + 4 * len(c.windows_days))
 
     # ---- sequences ---------------------------------------------------------------------------
     def _fit_seq_store(self) -> None:
@@ -398,19 +359,7 @@ class TransactionFeatures:
 
     def _sequences(self, card_slot: np.ndarray, X: np.ndarray) -> np.ndarray:
         """(B, T, F): the card's last T feature rows ending with this event; padded with the oldest."""
-        T = self.config.sequence_length
-        out = np.empty((len(card_slot), T, X.shape[1]), np.float32)
-        for idx in _waves(card_slot):
-            s = card_slot[idx]
-            window = np.concatenate([self._seq[s], X[idx][:, None, :]], axis=1)  # (n, T, F)
-            count = np.minimum(self._seq_count[s].astype(np.int64) + 1, T)
-            first = T - count  # positions before `first` are padding
-            pos = np.maximum(np.arange(T)[None, :], first[:, None])
-            window = np.take_along_axis(window, pos[:, :, None], axis=1)
-            self._seq[s] = window[:, 1:]
-            self._seq_count[s] = count
-            out[idx] = window
-        return out
+        return card_sequences(self._seq, self._seq_count, card_slot, X, self.config.sequence_length)
 
     # ---- labels ------------------------------------------------------------------------------
     def _remember(self, ids: Sequence[str], seq: np.ndarray, cs: np.ndarray, ck: np.ndarray,
@@ -550,3 +499,13 @@ class TransactionFeatures:
         self._event_seq.update(zip(kept, seqs[keep].tolist(), strict=True))
         self._event_batches.append((float(rows[:, 4].max()), kept))
 
+
+def compile_kernels() -> None:
+    """Compile the Numba kernels into their on-disk cache (a fresh install pays this once, ~15 s on 2 cores;
+    `make install` does it), by computing the features of two transactions."""
+    TransactionFeatures().update_arrays(["1", "2"], np.array([0.0, 60.0]), ["card", "card"], ["t", "t"],
+                                        np.array([10.0, 30.0]))
+
+
+if __name__ == "__main__":
+    compile_kernels()

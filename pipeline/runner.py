@@ -46,6 +46,7 @@ from streamwarden.errors import StreamwardenError
 log = logging.getLogger("pipeline.runner")
 
 CHECKPOINT_FORMAT = 1
+LAG_EXPORT_INTERVAL_S = 5.0  # each refresh of the lag metric asks the broker for the log ends, on the consuming thread
 TopicPartition = tuple[str, int]
 
 
@@ -181,6 +182,7 @@ class Runner:
         self._poll_delay = self.config.backoff_initial_s
         self._last_commit = self.clock()
         self._last_checkpoint = self.clock()
+        self._last_lag_export = -float("inf")
         self._pending_seek: dict[TopicPartition, int] = {}
         self._in_callback = False  # inside a rebalance callback: never poll from there
         self.checkpoint_hooks: list[Callable[[Runner], None]] = []  # run at each checkpoint boundary
@@ -469,8 +471,9 @@ class Runner:
 
     def _export_lag(self) -> None:
         lag = getattr(self.source, "lag", None)
-        if not callable(lag) or self._in_callback:
+        if not callable(lag) or self._in_callback or self.clock() - self._last_lag_export < LAG_EXPORT_INTERVAL_S:
             return
+        self._last_lag_export = self.clock()
         try:
             for (topic, partition), behind in lag().items():
                 self.metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(behind)

@@ -4,7 +4,9 @@ labels, bounded memory, snapshot/restore."""
 from __future__ import annotations
 
 import io
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_models.transaction_features import DAY, TransactionFeatures, TransactionFeaturesConfig
+from stream_models.transaction_features import DAY, OUTLIER_Z, TransactionFeatures, TransactionFeaturesConfig
 
 
 def tx(i: int, ts: float, card: str = "c1", term: str = "t1", amount: float = 10.0) -> SimpleNamespace:
@@ -168,6 +170,50 @@ def test_batches_give_exactly_the_one_by_one_features(seed, n, n_cards, n_terms,
             S_one.append(f.last_sequences)
     np.testing.assert_array_equal(X_batch, np.concatenate(X_one))
     np.testing.assert_array_equal(S_batch, np.concatenate(S_one))
+
+
+def _card_columns_by_definition(events: list[SimpleNamespace], cfg: TransactionFeaturesConfig) -> list[dict]:
+    """The card columns written out from their definitions, one event at a time over plain lists."""
+    history: dict[str, list[tuple[float, float, str, bool]]] = {}  # card -> (ts, amount, terminal, outlier)
+    rows = []
+    for e in events:
+        past, t, a = history.setdefault(e.card_id, []), e.ts, e.amount
+        row = {}
+        for d in cfg.windows_days:
+            w = [p[1] for p in past if p[0] > t - d * DAY]
+            row[f"CUSTOMER_ID_NB_TX_{d}DAY_WINDOW"] = len(w) + 1
+            row[f"CUSTOMER_ID_AVG_AMOUNT_{d}DAY_WINDOW"] = (sum(w) + a) / (len(w) + 1)
+        window = [p for p in past if p[0] > t - cfg.profile_days * DAY]
+        usual = [p[1] for p in window if not p[3]]
+        amounts = [p[1] for p in window] if len(window) - len(usual) >= len(usual) else usual
+        n = len(amounts)
+        mean = statistics.fmean(amounts) if n else a
+        std = statistics.stdev(amounts) if n >= 2 else 0.0
+        z = (a - mean) / max(std, 0.1 * abs(mean), 1.0) if n >= 2 else 0.0
+        since = min(max(t - max(p[0] for p in past), 0.0), cfg.time_cap_days * DAY) if past else cfg.time_cap_days * DAY
+        row.update({"CARD_AMOUNT_MEAN_PREV": mean, "CARD_AMOUNT_STD_PREV": std, "CARD_AMOUNT_ZSCORE": z,
+                    "CARD_AMOUNT_RATIO": a / max(mean, 1.0) if n else 1.0,
+                    "CARD_AMOUNT_MEDIAN_RATIO": a / max(statistics.median(amounts), 1.0) if n else 1.0,
+                    "CARD_LOG_SECONDS_SINCE_LAST": math.log1p(since),
+                    "CARD_TERMINAL_VISITS": sum(p[2] == e.terminal_id for p in window)})
+        past.append((t, a, e.terminal_id, n >= 3 and z >= OUTLIER_Z))
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(1, 150), n_cards=st.integers(1, 4), n_terms=st.integers(1, 3))
+def test_card_columns_match_their_definitions(seed, n, n_cards, n_terms):
+    rng = np.random.default_rng(seed)
+    events = _stream(rng, n, n_cards, n_terms)
+    for e in events:  # some spending spikes, so the outlier rule and its "new normal" come into play
+        e.amount *= 50.0 if rng.random() < 0.15 else 1.0
+    cfg = TransactionFeaturesConfig(windows_days=(1, 3), profile_days=2, initial_capacity=2)
+    f = TransactionFeatures(cfg)
+    X = np.concatenate([f.update_many(events[i : i + 7])[1] for i in range(0, n, 7)])
+    for i, want in enumerate(_card_columns_by_definition(events, cfg)):
+        for name, value in want.items():
+            assert X[i, f.feature_names.index(name)] == pytest.approx(value, rel=1e-5, abs=1e-4), (i, name)
 
 
 def test_repeated_card_in_one_batch_sees_its_earlier_events():

@@ -24,17 +24,22 @@ COPY sinks sinks
 COPY evaluation evaluation
 COPY pipeline pipeline
 RUN pip install . && python -c "import torch, pipeline.cli; print('torch', torch.__version__)"
+# the transaction features' Numba kernels, compiled once here (from / so the installed copy is the one compiled)
+RUN cd / && NUMBA_CACHE_DIR=/opt/numba-cache python -m stream_models.transaction_features
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLBACKEND=Agg \
+    NUMBA_CACHE_DIR=/var/lib/streamwarden/numba-cache \
     STREAMWARDEN_RUNNER__STATE_DIR=/var/lib/streamwarden/state
 RUN useradd --create-home --uid 10001 streamwarden \
     && mkdir -p /var/lib/streamwarden/state \
     && chown -R streamwarden:streamwarden /var/lib/streamwarden
 COPY --from=build /opt/venv /opt/venv
+# site-packages is not the runtime user's to write: the kernel cache lives beside the state (a volume in compose)
+COPY --from=build --chown=streamwarden:streamwarden /opt/numba-cache /var/lib/streamwarden/numba-cache
 USER streamwarden
 WORKDIR /home/streamwarden
 # worker metrics (docker-compose.yml: 9101 transactions, 9102 sensors) and the console

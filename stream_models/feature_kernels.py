@@ -113,6 +113,12 @@ def card_window_features(X, idx, slots, head, hts, hamt, hterm, hout, hfraud, hl
 
 
 @njit(cache=True, nogil=True)
+def _known_fraud(hts, hfraud, hlabel_ts, s, p, tr, horizon_s):
+    """Whether stored event p of slot s is a fraud whose label was revealed by `tr`, within the horizon."""
+    return hfraud[s, p] == 1 and hlabel_ts[s, p] <= tr and hts[s, p] > tr - horizon_s
+
+
+@njit(cache=True, nogil=True)
 def terminal_window_features(X, idx, slots, head, hts, hseq, hfraud, hlabel_ts,  # noqa: PLR0913
                              t, windows_s, delay_s, horizon_s, cap_days, day_s, off, e):
     """Terminal columns of rows `idx`: per window, transactions and known-fraud share of the window ending
@@ -133,7 +139,7 @@ def terminal_window_features(X, idx, slots, head, hts, hseq, hfraud, hlabel_ts, 
         for p in range(k):
             ht = hts[s, p]
             in_horizon = ht > tr - horizon_s
-            known = hfraud[s, p] == 1 and hlabel_ts[s, p] <= tr and in_horizon
+            known = _known_fraud(hts, hfraud, hlabel_ts, s, p, tr, horizon_s)
             before_delay = ht <= tr - delay_s
             if before_delay:
                 for j in range(n_windows):
@@ -152,7 +158,7 @@ def terminal_window_features(X, idx, slots, head, hts, hseq, hfraud, hlabel_ts, 
             X[row, off + 2 * j + 1] = fr[j] / nb[j] if nb[j] > 0 else 0.0
         run, run_start, last_was_fraud = 0, np.inf, False
         for p in range(k):
-            if hfraud[s, p] == 1 and hlabel_ts[s, p] <= tr and hts[s, p] > tr - horizon_s:
+            if _known_fraud(hts, hfraud, hlabel_ts, s, p, tr, horizon_s):
                 if hseq[s, p] > last_genuine:
                     run += 1
                     run_start = min(run_start, hts[s, p])

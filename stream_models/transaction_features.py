@@ -151,6 +151,8 @@ class TransactionFeatures:
                                  *(d for a in c.attributes for d in a.per_card_days)) * DAY
         self._tracked = [a for a in c.attributes if a.per_card_days]  # kept in the card history
         self._term_horizon = max(c.windows_days) * DAY + self._delay
+        self._windows_s = np.asarray(c.windows_days, np.float64) * DAY
+        self._extra = 3 + 4 * len(c.windows_days)  # the first column after the book's features
         self._label_horizon = max(self._card_horizon, self._term_horizon)  # older labels are ignored
         self._latest_ts = -np.inf
         label_fields = {"seq": (np.dtype(np.int64), -1), "fraud": (np.dtype(np.int8), 0),
@@ -200,7 +202,7 @@ class TransactionFeatures:
 
     @property
     def book_feature_names(self) -> list[str]:
-        return self.feature_names[: 3 + 4 * len(self.config.windows_days)]
+        return self.feature_names[: self._extra]
 
     # ---- update ------------------------------------------------------------------------------
     def update_many(self, events: Sequence[Any]) -> tuple[list[str], np.ndarray]:
@@ -239,8 +241,7 @@ class TransactionFeatures:
         X[:, 0] = amount
         X[:, 1] = weekday >= 5
         X[:, 2] = np.floor(sec / 3600) <= 6
-        nw = len(c.windows_days)
-        extra = 3 + 4 * nw
+        extra = self._extra
         X[:, extra + 7] = np.sin(2 * np.pi * sec / DAY)
         X[:, extra + 8] = np.cos(2 * np.pi * sec / DAY)
         X[:, extra + 9] = weekday
@@ -289,8 +290,8 @@ class TransactionFeatures:
         c, H = self.config, self._cards.data
         return card_window_features(
             X, idx, slots, self._cards.head, H["ts"], H["amount"], H["terminal"], H["outlier"], H["fraud"],
-            H["label_ts"], t, a, term, np.asarray(c.windows_days, np.float64) * DAY, c.profile_days * DAY,
-            c.card_fraud_days * DAY, c.time_cap_days * DAY, OUTLIER_Z, 3 + 4 * len(c.windows_days))
+            H["label_ts"], t, a, term, self._windows_s, c.profile_days * DAY, c.card_fraud_days * DAY,
+            c.time_cap_days * DAY, OUTLIER_Z, self._extra)
 
     def _encode_attributes(self, X: np.ndarray, values: dict[str, Sequence[Any]], B: int) -> dict[str, np.ndarray]:
         """Write each declared attribute's own columns; returns the codes the card history keeps (a categorical's
@@ -342,8 +343,8 @@ class TransactionFeatures:
         c, H = self.config, self._terms.data
         terminal_window_features(
             X, idx, slots, self._terms.head, H["ts"], H["seq"], H["fraud"], H["label_ts"], t,
-            np.asarray(c.windows_days, np.float64) * DAY, self._delay, self._term_horizon, float(c.time_cap_days),
-            DAY, 3 + 2 * len(c.windows_days), 3 + 4 * len(c.windows_days))
+            self._windows_s, self._delay, self._term_horizon, float(c.time_cap_days), DAY,
+            3 + 2 * len(c.windows_days), self._extra)
 
     # ---- sequences ---------------------------------------------------------------------------
     def _fit_seq_store(self) -> None:
